@@ -1,0 +1,94 @@
+"""API tokens: random bearer secrets, stored only as SHA-256 hashes, each with a role."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import uuid4
+
+from projections.sql import Database
+
+TOKEN_PREFIX = "tl_"
+
+
+class Role(StrEnum):
+    SERVICE = "service"
+    AUDITOR = "auditor"
+    COMPLIANCE = "compliance"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    name: str
+    role: Role
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens are high-entropy secrets, so a plain SHA-256 suffices to store them safely."""
+
+    schema = (
+        "CREATE TABLE IF NOT EXISTS api_tokens ("
+        " id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,"
+        " token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)",
+    )
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.execute_script(self.schema)
+
+    def create(self, role: Role, name: str) -> tuple[Principal, str]:
+        """A new token; the secret is returned once and never stored."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        principal = Principal(uuid4().hex, name, Role(role))
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT INTO api_tokens (id, name, role, token_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [principal.token_id, name, principal.role.value, _hash(token),
+                 datetime.now(UTC).isoformat()],
+            )
+        return principal, token
+
+    def authenticate(self, token: str) -> Principal | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        digest = _hash(token)
+        with self.db.transaction(commit=False) as c:
+            row = c.execute(
+                "SELECT id, name, role, token_hash FROM api_tokens"
+                " WHERE token_hash = ? AND revoked_at IS NULL",
+                [digest],
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row["token_hash"], digest):
+            return None
+        return Principal(row["id"], row["name"], Role(row["role"]))
+
+    def list(self) -> list[dict[str, str | None]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY created_at"
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def revoke(self, token_id: str) -> bool:
+        with self.db.transaction() as c:
+            row = c.execute(
+                "SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
+            ).fetchone()
+            if row is None:
+                return False
+            c.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ?",
+                [datetime.now(UTC).isoformat(), token_id],
+            )
+        return True

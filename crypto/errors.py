@@ -1,0 +1,37 @@
+"""Errors of the crypto layer. Messages name scopes and key ids, never personal values."""
+
+
+class CryptoError(Exception):
+    code = "crypto_error"
+
+
+class KeyVaultError(CryptoError):
+    """The key vault cannot be used (missing, corrupt, or not the vault this log needs)."""
+
+    code = "key_vault_error"
+
+
+class WrongMasterKey(KeyVaultError):
+    code = "wrong_master_key"
+
+
+class UnknownKey(KeyVaultError):
+    """A sealed value names a key the vault never had: the vault does not match the log."""
+
+    code = "unknown_key"
+
+
+class ScopeErased(CryptoError):
+    """New personal data was about to be written under a destroyed key."""
+
+    code = "subject_erased"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"the data of {scope} has been erased; nothing new can be stored for it")
+        self.scope = scope
+
+
+class TamperedData(CryptoError):
+    """A sealed value failed authentication: it was altered or moved."""
+
+    code = "tampered_data"

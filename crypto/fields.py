@@ -1,0 +1,105 @@
+"""Sealing one personal field under the keys of every subject it belongs to.
+
+A sealed field is an envelope: version byte, layer count, the key id of each layer, then the
+nonce and AES-256-GCM ciphertext of the outermost layer, whose plaintext is the next layer's
+nonce and ciphertext, and so on down to the JSON of the value. Destroying any layer's key makes
+the value unreadable. Each layer's associated data binds it to where it is stored: originator
+id, version, field name and key id, so a ciphertext moved elsewhere fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+
+from crypto.errors import TamperedData
+from crypto.vault import KEY_ID_BYTES, DataKey, KeyVault
+from domain.personal import ERASED, Erased
+
+ENVELOPE_VERSION = 1
+NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A personal value still encrypted, with the place it was sealed for.
+
+    Read models keep these as they are and open them only to answer a request.
+    """
+
+    originator_id: str
+    version: int
+    field: str
+    envelope: str
+
+    def to_text(self) -> str:
+        return f"{self.originator_id}|{self.version}|{self.field}|{self.envelope}"
+
+    @classmethod
+    def from_text(cls, text: str) -> Sealed:
+        originator_id, version, field, envelope = text.split("|", 3)
+        return cls(originator_id, int(version), field, envelope)
+
+    @property
+    def key_ids(self) -> list[bytes]:
+        raw = _b64decode(self.envelope)
+        count = raw[1]
+        return [raw[2 + i * KEY_ID_BYTES : 2 + (i + 1) * KEY_ID_BYTES] for i in range(count)]
+
+
+def _aad(originator_id: str, version: int, field: str, key_id: bytes) -> bytes:
+    return f"ticketlog/v1|{originator_id}|{version}|{field}|{key_id.hex()}".encode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+def seal(value: Any, layers: Sequence[DataKey], originator_id: str, version: int, field: str) -> str:
+    """Encrypt `value` (any JSON value) under each key in turn, innermost first."""
+    if isinstance(value, Sealed | Erased):
+        raise TypeError(f"{field}: refusing to seal an already sealed or erased value")
+    if not layers:
+        raise ValueError(f"{field}: a personal field needs at least one key")
+    data = orjson.dumps(value)
+    for key in layers:
+        assert key.aead is not None, "destroyed keys never reach seal()"
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        data = nonce + key.aead.encrypt(
+            nonce, data, _aad(originator_id, version, field, key.key_id)
+        )
+    header = bytes([ENVELOPE_VERSION, len(layers)]) + b"".join(k.key_id for k in layers)
+    return base64.b64encode(header + data).decode()
+
+
+def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
+    """The plaintext value, or ERASED if any of its keys was destroyed."""
+    raw = _b64decode(sealed.envelope)
+    if raw[0] != ENVELOPE_VERSION:
+        raise TamperedData(f"{sealed.field}: unknown envelope version {raw[0]}")
+    count = raw[1]
+    header_end = 2 + count * KEY_ID_BYTES
+    key_ids = [raw[2 + i * KEY_ID_BYTES : 2 + (i + 1) * KEY_ID_BYTES] for i in range(count)]
+    keys = [vault.key_by_id(key_id) for key_id in key_ids]
+    if any(key.destroyed for key in keys):
+        return ERASED
+    data = raw[header_end:]
+    try:
+        for key in reversed(keys):
+            assert key.aead is not None
+            data = key.aead.decrypt(
+                data[:NONCE_BYTES],
+                data[NONCE_BYTES:],
+                _aad(sealed.originator_id, sealed.version, sealed.field, key.key_id),
+            )
+    except InvalidTag as e:
+        raise TamperedData(
+            f"{sealed.field} of {sealed.originator_id} v{sealed.version} failed authentication"
+        ) from e
+    return orjson.loads(data)

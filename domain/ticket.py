@@ -1,0 +1,199 @@
+"""The Ticket aggregate and its status rules (Zendesk's, which support teams already know)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import RuleViolation
+from domain.personal import DataSubject, PersonalFields
+
+# Ticket content (subject, body, comments) is the requester's personal data, under a key of
+# its own so that one ticket can be shredded alone; the requester owns that key.
+TICKET_CONTENT = DataSubject("ticket", id_attr="originator_id", owner_attr="requester_id")
+# A comment is also its author's data: erasing the author must make it unreadable too.
+COMMENT_AUTHOR = DataSubject("user", id_attr="author_id")
+
+
+class Status(StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    ON_HOLD = "on_hold"
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+# Statuses a requester's public comment takes back to open.
+REOPENED_BY_REQUESTER = frozenset({Status.PENDING, Status.ON_HOLD, Status.SOLVED})
+
+
+@dataclass(frozen=True)
+class Comment:
+    author_id: UUID
+    body: Any
+    public: bool
+    created_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who writes a comment, as the ticket needs to know them."""
+
+    id: UUID
+    is_agent: bool
+
+
+class Ticket(Aggregate):
+    class Opened(Aggregate.Created):
+        requester_id: UUID
+        subject: Any
+        body: Any
+        priority: str
+        tags: list[str]
+        occurred_at: datetime
+        personal_fields: ClassVar[PersonalFields] = {
+            "subject": (TICKET_CONTENT,),
+            "body": (TICKET_CONTENT,),
+        }
+
+    class CommentAdded(Aggregate.Event):
+        author_id: UUID
+        body: Any
+        public: bool
+        occurred_at: datetime
+        personal_fields: ClassVar[PersonalFields] = {"body": (TICKET_CONTENT, COMMENT_AUTHOR)}
+
+    class Assigned(Aggregate.Event):
+        assignee_id: UUID
+        occurred_at: datetime
+
+    class StatusChanged(Aggregate.Event):
+        status: str
+        reason: str
+        occurred_at: datetime
+
+    @event(Opened)
+    def __init__(
+        self,
+        requester_id: UUID,
+        subject: Any,
+        body: Any,
+        priority: str,
+        tags: list[str],
+        occurred_at: datetime,
+    ) -> None:
+        self.requester_id = requester_id
+        self.assignee_id: UUID | None = None
+        self.subject = subject
+        self.body = body
+        self.priority = Priority(priority)
+        self.tags = list(tags)
+        self.status = Status.NEW
+        self.comments: list[Comment] = []
+        self.created_at = occurred_at
+        self.updated_at = occurred_at
+
+    @classmethod
+    def open(
+        cls,
+        requester_id: UUID,
+        subject: str,
+        body: str,
+        occurred_at: datetime,
+        priority: Priority = Priority.NORMAL,
+        tags: list[str] | None = None,
+    ) -> Ticket:
+        return cls(
+            requester_id=requester_id,
+            subject=subject,
+            body=body,
+            priority=Priority(priority).value,
+            tags=normalize_tags(tags or []),
+            occurred_at=occurred_at,
+        )
+
+    # Commands
+
+    def add_comment(self, author: Author, body: str, public: bool, occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        if not public and not author.is_agent:
+            raise RuleViolation("only agents can write internal notes", code="internal_note")
+        self._comment_added(
+            author_id=author.id, body=body, public=public, occurred_at=occurred_at
+        )
+        if public and author.id == self.requester_id and self.status in REOPENED_BY_REQUESTER:
+            self._status_changed(
+                status=Status.OPEN.value, reason="requester_replied", occurred_at=occurred_at
+            )
+
+    def assign(self, assignee: Author, occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        if not assignee.is_agent:
+            raise RuleViolation("tickets can only be assigned to agents", code="not_an_agent")
+        if assignee.id == self.assignee_id:
+            return
+        self._assigned(assignee_id=assignee.id, occurred_at=occurred_at)
+        if self.status is Status.NEW:
+            self._status_changed(
+                status=Status.OPEN.value, reason="assigned", occurred_at=occurred_at
+            )
+
+    def change_status(self, status: Status, occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        status = Status(status)
+        if status is self.status:
+            return
+        if status is Status.NEW:
+            raise RuleViolation("a ticket never goes back to new", code="invalid_transition")
+        if status is Status.SOLVED and self.assignee_id is None:
+            raise RuleViolation("a ticket needs an assignee to be solved", code="needs_assignee")
+        if status is Status.CLOSED and self.status is not Status.SOLVED:
+            raise RuleViolation("only a solved ticket can be closed", code="invalid_transition")
+        self._status_changed(status=status.value, reason="requested", occurred_at=occurred_at)
+
+    # Events: they only set state.
+
+    @event(CommentAdded)
+    def _comment_added(
+        self, author_id: UUID, body: Any, public: bool, occurred_at: datetime
+    ) -> None:
+        self.comments.append(Comment(author_id, body, public, occurred_at, self.version))
+        self.updated_at = occurred_at
+
+    @event(Assigned)
+    def _assigned(self, assignee_id: UUID, occurred_at: datetime) -> None:
+        self.assignee_id = assignee_id
+        self.updated_at = occurred_at
+
+    @event(StatusChanged)
+    def _status_changed(self, status: str, reason: str, occurred_at: datetime) -> None:
+        self.status = Status(status)
+        self.updated_at = occurred_at
+
+    def _refuse_if_closed(self) -> None:
+        if self.status is Status.CLOSED:
+            raise RuleViolation("a closed ticket is final", code="ticket_closed")
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    """Tags are lower-case, stripped and unique, in the order first given."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        cleaned = tag.strip().lower()
+        if cleaned:
+            seen.setdefault(cleaned, None)
+    return list(seen)

@@ -1,0 +1,63 @@
+"""The view database: view tables plus the library's tracking table, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+
+from projections.sql import Cursor, Database
+from projections.views import View
+
+TRACKING_TABLE_POSTGRES = "view_tracking"
+
+
+class ViewStore:
+    """Where views live. A view's rows and its position are always written in one transaction."""
+
+    def __init__(self, db: Database, views: Sequence[View]) -> None:
+        self.db = db
+        self.views = list(views)
+        self.tracking: SQLiteTrackingRecorder | PostgresTrackingRecorder
+        if isinstance(db.datastore, SQLiteDatastore):
+            self.tracking = SQLiteTrackingRecorder(db.datastore)
+            self.tracking_table = "tracking"
+        else:
+            assert isinstance(db.datastore, PostgresDatastore)
+            self.tracking = PostgresTrackingRecorder(
+                db.datastore, tracking_table_name=TRACKING_TABLE_POSTGRES
+            )
+            self.tracking_table = TRACKING_TABLE_POSTGRES
+        self.tracking.create_table()
+        self.create_tables()
+
+    def create_tables(self) -> None:
+        self.db.execute_script(s for view in self.views for s in view.schema)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self.db.transaction() as c:
+            yield c
+
+    def record_position(self, c: Cursor, view: View, notification_id: int) -> None:
+        """Raises the library's IntegrityError if another runner already went past it."""
+        self.tracking._insert_tracking(c.raw, Tracking(view.name, notification_id))
+
+    def position(self, view: View) -> int:
+        return self.tracking.max_tracking_id(view.name) or 0
+
+    def reset(self, views: Sequence[View]) -> None:
+        """Empty the given views and forget their positions, in one transaction."""
+        with self.db.transaction() as c:
+            for view in views:
+                for table in view.tables:
+                    c.execute(f"DELETE FROM {table}")
+                c.execute(
+                    f"DELETE FROM {self.tracking_table} WHERE application_name = ?", [view.name]
+                )
+
+    def close(self) -> None:
+        self.db.close()

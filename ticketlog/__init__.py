@@ -1,0 +1,1 @@
+"""ticketlog's composition root: settings, the application service, storage wiring and CLI."""

@@ -1,0 +1,132 @@
+"""Settings, read from TICKETLOG_* environment variables; the embedded default needs none."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PostgresURL:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    schema: str
+
+    @classmethod
+    def parse(cls, url: str) -> PostgresURL:
+        parts = urlparse(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"expected a postgresql:// URL, got scheme {parts.scheme!r}")
+        dbname = parts.path.lstrip("/")
+        if not dbname:
+            raise ConfigError("the PostgreSQL URL names no database (postgresql://host/DBNAME)")
+        schema = parse_qs(parts.query).get("schema", ["public"])[0]
+        if not schema.replace("_", "").isalnum():
+            raise ConfigError(f"schema {schema!r} must be letters, digits and underscores")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+            schema=schema,
+        )
+
+    def conninfo(self) -> str:
+        parts = [f"host={self.host}", f"port={self.port}", f"user={self.user}"]
+        if self.password:
+            parts.append(f"password={self.password}")
+        parts.append(f"dbname={self.dbname}")
+        return " ".join(parts)
+
+    def library_env(self) -> dict[str, str]:
+        """The `eventsourcing` library's settings for this database."""
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_SCHEMA": self.schema,
+            "POSTGRES_POOL_SIZE": "5",
+            "POSTGRES_MAX_OVERFLOW": "10",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    keyvault_url: str | None = None
+    master_key: str | None = None
+    master_key_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("TICKETLOG_DATA_DIR") or "./data")
+        key_file = env.get("TICKETLOG_MASTER_KEY_FILE")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("TICKETLOG_DATABASE_URL") or None,
+            keyvault_url=env.get("TICKETLOG_KEYVAULT_URL") or None,
+            master_key=env.get("TICKETLOG_MASTER_KEY") or None,
+            master_key_file=Path(key_file) if key_file else None,
+        )
+
+    @property
+    def postgres(self) -> PostgresURL | None:
+        return PostgresURL.parse(self.database_url) if self.database_url else None
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.db"
+
+    @property
+    def views_path(self) -> Path:
+        return self.data_dir / "views.db"
+
+    @property
+    def auth_path(self) -> Path:
+        return self.data_dir / "auth.db"
+
+    @property
+    def keys_path(self) -> Path:
+        """Where the SQLite key vault lives (when the vault is not in PostgreSQL)."""
+        url = self.keyvault_url
+        if url is None:
+            return self.data_dir / "keys.db"
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        raise ConfigError("this key vault URL is not a SQLite file")
+
+    @property
+    def keyvault_is_postgres(self) -> bool:
+        return bool(self.keyvault_url and self.keyvault_url.startswith(("postgresql:", "postgres:")))
+
+    @property
+    def key_file_path(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    def library_env(self) -> dict[str, str]:
+        """Settings for the `eventsourcing` application: store only, no snapshots, no cache."""
+        pg = self.postgres
+        if pg is not None:
+            return pg.library_env()
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(self.events_path),
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }

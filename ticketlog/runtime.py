@@ -1,0 +1,122 @@
+"""Opens everything a process needs from the settings, in a safe order, and closes it."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+import psycopg
+
+from api.tokens import TokenStore
+from crypto.errors import KeyVaultError
+from crypto.master import MasterKey
+from crypto.vault import KeyVault
+from projections.queries import Queries
+from projections.runner import ProjectionRunner
+from projections.sql import Database
+from projections.store import ViewStore
+from projections.views import HelpDeskView, View
+from ticketlog.config import Settings
+from ticketlog.desk import Clock, HelpDesk
+
+
+def all_views() -> list[View]:
+    return [HelpDeskView()]
+
+
+def event_store_has_events(settings: Settings) -> bool:
+    """Look without creating anything: a fresh vault beside a non-empty log means lost keys."""
+    pg = settings.postgres
+    if pg is None:
+        path = settings.events_path
+        if not path.exists():
+            return False
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", [f'"{pg.schema}".stored_events']
+        ).fetchone()
+        if not row or not row[0]:
+            return False
+        return (
+            conn.execute(f'SELECT 1 FROM "{pg.schema}".stored_events LIMIT 1').fetchone()
+            is not None
+        )
+
+
+def open_vault(settings: Settings) -> KeyVault:
+    if settings.keyvault_is_postgres:
+        if not settings.master_key and not settings.key_file_path.exists():
+            raise KeyVaultError(
+                "a PostgreSQL key vault needs TICKETLOG_MASTER_KEY (or an existing key file)"
+            )
+        master = _master_key(settings, may_create=False)
+        assert settings.keyvault_url is not None
+        return KeyVault.open_postgres(settings.keyvault_url, master)
+    keys_path = settings.keys_path
+    holds_keys = KeyVault.sqlite_holds_keys(keys_path)
+    if not holds_keys and event_store_has_events(settings):
+        raise KeyVaultError(
+            f"the key vault {keys_path} is missing or empty but the event store holds events; "
+            "restore keys.db (and the master key) from backup — starting with a new vault "
+            "would make every stored personal field unreadable"
+        )
+    master = _master_key(settings, may_create=not holds_keys)
+    return KeyVault.open_sqlite(keys_path, master)
+
+
+def _master_key(settings: Settings, *, may_create: bool) -> MasterKey:
+    if settings.master_key:
+        return MasterKey.from_text(settings.master_key)
+    return MasterKey.load_or_create_file(settings.key_file_path, may_create=may_create)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    vault: KeyVault
+    desk: HelpDesk
+    views: ViewStore
+    runner: ProjectionRunner
+    queries: Queries
+    tokens: TokenStore
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        vault = open_vault(settings)
+        try:
+            desk = HelpDesk(vault, settings.library_env(), clock=clock)
+            pg = settings.postgres
+            views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+            auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
+        except Exception:
+            vault.close()
+            raise
+        views = ViewStore(views_db, all_views())
+        runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
+        return cls(
+            settings=settings,
+            vault=vault,
+            desk=desk,
+            views=views,
+            runner=runner,
+            queries=Queries(views_db),
+            tokens=TokenStore(auth_db),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.tokens.db.close()
+        self.views.close()
+        self.desk.close()
+        self.vault.close()
