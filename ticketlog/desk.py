@@ -182,8 +182,11 @@ class HelpDesk(Application[UUID]):
             raise NotFound(f"nothing with id {aggregate_id}")
         return events
 
-    def ticket(self, ticket_id: UUID) -> Ticket:
-        return self._get(Ticket, ticket_id)
+    def ticket_history(self, ticket_id: UUID) -> list[DomainEventProtocol[UUID]]:
+        events = self.history(ticket_id)
+        if not isinstance(events[0], Ticket.Opened):
+            raise NotFound(f"no ticket with id {ticket_id}")
+        return events
 
     # Helpers
 

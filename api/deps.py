@@ -1,0 +1,55 @@
+"""Dependencies: the process's runtime, and who is calling with which role."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ApiError
+from api.tokens import Principal, Role
+from ticketlog.runtime import Runtime
+
+bearer = HTTPBearer(auto_error=False, description="A token made by `ticketlog keys create`")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def require(*roles: Role) -> Any:
+    """A dependency admitting the given roles (and admin); 401 without a valid token."""
+    allowed = frozenset({Role.ADMIN, *roles})
+
+    def principal(
+        runtime: RuntimeDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise ApiError(401, "unauthorized", "a bearer token is required",
+                           {"WWW-Authenticate": "Bearer"})
+        who = runtime.tokens.authenticate(credentials.credentials)
+        if who is None:
+            raise ApiError(401, "unauthorized", "the token is unknown or revoked",
+                           {"WWW-Authenticate": "Bearer"})
+        if who.role not in allowed:
+            raise ApiError(403, "forbidden", f"the {who.role} role may not do this")
+        return who
+
+    principal.allowed_roles = allowed  # type: ignore[attr-defined]
+    return Depends(principal)
+
+
+def parse_id(value: str, what: str) -> UUID:
+    """Path ids that are not UUIDs name nothing: 404, like any unknown id."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ApiError(404, "not_found", f"no {what} with id {value[:64]!r}") from None
+

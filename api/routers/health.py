@@ -1,0 +1,21 @@
+"""/healthz: liveness plus how far each view is behind the log; needs no token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import RuntimeDep
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(runtime: RuntimeDep) -> dict[str, Any]:
+    views = [
+        {"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
+        for s in runtime.runner.status()
+    ]
+    return {"status": "ok", "views": views}
