@@ -6,12 +6,13 @@ column name on both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
@@ -46,6 +47,20 @@ class Cursor:
         return self._cursor
 
 
+class SchemaDatastore(PostgresDatastore):
+    """The library's datastore, with our unqualified table names resolved in its schema."""
+
+    def after_connect_func(self) -> Callable[[Any], None]:
+        library_setup = super().after_connect_func()
+        search_path = SQL("SET search_path TO {0}").format(Identifier(self.schema))
+
+        def after_connect(conn: Any) -> None:
+            library_setup(conn)
+            conn.cursor().execute(search_path)
+
+        return after_connect
+
+
 class Database:
     """One database holding tables of ours, on SQLite or PostgreSQL."""
 
@@ -62,7 +77,7 @@ class Database:
     def postgresql(cls, url: PostgresURL) -> Database:
         ensure_schema(url)
         return cls(
-            PostgresDatastore(
+            SchemaDatastore(
                 dbname=url.dbname,
                 host=url.host,
                 port=url.port,

@@ -13,7 +13,7 @@ from crypto.master import MasterKey
 from crypto.vault import KeyVault
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
-from projections.sql import Database
+from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
 from ticketlog.config import Settings
@@ -93,8 +93,10 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         vault = open_vault(settings)
         try:
-            desk = HelpDesk(vault, settings.library_env(), clock=clock)
             pg = settings.postgres
+            if pg is not None:
+                ensure_schema(pg)
+            desk = HelpDesk(vault, settings.library_env(), clock=clock)
             views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
             auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
         except Exception:

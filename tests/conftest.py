@@ -1,0 +1,185 @@
+"""Shared fixtures: a runtime on each backend, a real HTTP server, and tokens for each role."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.tokens import Role
+from ticketlog.config import PostgresURL, Settings
+from ticketlog.runtime import Runtime
+
+PG_URL = os.environ.get(
+    "TICKETLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(PostgresURL.parse(PG_URL).conninfo(), connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    if not _postgres_reachable():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but {PG_URL} is unreachable")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    return PG_URL
+
+
+def drop_schema(url: str, schema: str) -> None:
+    with psycopg.connect(PostgresURL.parse(url).conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A fresh schema for one test, dropped afterwards."""
+    schema = "tl_test_" + uuid.uuid4().hex[:12]
+    yield schema
+    drop_schema(postgres_url, schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    data_dir = tmp_path / "data"
+    if backend == "sqlite":
+        return Settings(data_dir=data_dir)
+    schema = request.getfixturevalue("pg_schema")
+    url = request.getfixturevalue("postgres_url")
+    return Settings(data_dir=data_dir, database_url=f"{url}?schema={schema}")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime.open(settings)
+    yield rt
+    rt.close()
+
+
+class LiveServer:
+    """The real API on a loopback port, served by uvicorn in a thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        config = uvicorn.Config(
+            create_app(runtime), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Api:
+    """An HTTP client for the live server, with a token for every role."""
+
+    client: httpx.Client
+    runtime: Runtime
+    tokens: dict[Role, str]
+
+    def headers(self, role: Role | None) -> dict[str, str]:
+        return {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def post(self, path: str, json: object = None, role: Role | None = Role.SERVICE) -> httpx.Response:
+        return self.client.post(path, json=json, headers=self.headers(role))
+
+    def get(self, path: str, role: Role | None = Role.SERVICE, **params: object) -> httpx.Response:
+        return self.client.get(path, headers=self.headers(role), params=params or None)
+
+    def patch(self, path: str, json: object, role: Role | None = Role.SERVICE) -> httpx.Response:
+        return self.client.patch(path, json=json, headers=self.headers(role))
+
+    # Shortcuts for arranging a scene; each asserts the call worked.
+
+    def user(self, kind: str = "customer", **fields: object) -> dict[str, object]:
+        body = {"kind": kind, "name": f"Person {uuid.uuid4().hex[:6]}",
+                "email": f"p{uuid.uuid4().hex[:8]}@example.com", **fields}
+        r = self.post("/v1/users", body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def ticket(self, requester_id: object, **fields: object) -> dict[str, object]:
+        body = {"requester_id": requester_id, "subject": "Subject", "body": "Body", **fields}
+        r = self.post("/v1/tickets", body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+def open_api(runtime: Runtime) -> Callable[[], Iterator[Api]]:
+    def factory() -> Iterator[Api]:
+        tokens = {role: runtime.tokens.create(role, f"test {role}")[1] for role in Role}
+        with LiveServer(runtime) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+            yield Api(client, runtime, tokens)
+
+    return factory
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[Api]:
+    yield from open_api(runtime)()
+
+
+def raw_hits(data_dir: Path, needles: list[str]) -> list[tuple[str, str]]:
+    """(file, needle) for every needle found in the raw bytes of any file under data_dir."""
+    hits = []
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        raw = path.read_bytes()
+        hits += [(path.name, n) for n in needles if n.encode() in raw]
+    return hits
+
+
+def postgres_hits(settings: Settings, needles: list[str]) -> list[tuple[str, str]]:
+    """(table, needle) for every needle found in any row of any table in the test's schema."""
+    pg = settings.postgres
+    if pg is None:
+        return []
+    hits = []
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            [pg.schema],
+        ).fetchall()]
+        for table in tables:
+            blobs = [
+                value if isinstance(value, bytes) else str(value).encode()
+                for row in conn.execute(f'SELECT * FROM "{pg.schema}"."{table}"').fetchall()
+                for value in row
+                if value is not None
+            ]
+            raw = b"\n".join(blobs)
+            hits += [(table, n) for n in needles if n.encode() in raw]
+    return hits
