@@ -270,6 +270,14 @@ class KeyVault:
             if row is None:
                 if owner is None and scope.startswith("ticket:"):
                     raise KeyVaultError(f"{scope} has no key and no owner to create one for")
+                if owner is not None and owner != scope:
+                    # The log may not know the owner was erased (a restored backup): the
+                    # vault's tombstone is what counts, so never hand an erased person a key.
+                    owner_row = c.execute(
+                        "SELECT wrapped IS NULL FROM data_keys WHERE scope=?", [owner]
+                    ).fetchone()
+                    if owner_row is not None and owner_row[0]:
+                        raise ScopeErased(owner)
                 key_id = secrets.token_bytes(KEY_ID_BYTES)
                 raw = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
                 wrapped = self._master.wrap(raw, _wrap_context(key_id, scope))

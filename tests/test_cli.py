@@ -1,0 +1,169 @@
+"""The `ticketlog` command as an operator runs it: real processes, real ports, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from crypto.master import MasterKey
+
+CLI = [sys.executable, "-m", "ticketlog.cli"]
+
+
+def run_cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        env={**os.environ, "TICKETLOG_DATA_DIR": str(data_dir), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def new_token(data_dir: Path, role: str) -> str:
+    result = run_cli(data_dir, "keys", "create", "--role", role, "--name", f"cli {role}")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env={**os.environ, "TICKETLOG_DATA_DIR": str(data_dir), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("serve did not come up")
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_keys_create_prints_the_token_last_and_stores_only_its_hash(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    token = new_token(data, "service")
+    assert token.startswith("tl_")
+    assert token.encode() not in (data / "auth.db").read_bytes()
+    listing = run_cli(data, "keys", "list", "--json")
+    assert [t["role"] for t in json.loads(listing.stdout)] == ["service"]
+    assert token not in listing.stdout
+    assert oct((data / "master.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_serve_restart_and_rebuilt_views(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    auth = {"Authorization": f"Bearer {new_token(data, 'service')}"}
+    with serving(data) as (base, _):
+        user = httpx.post(f"{base}/v1/users", headers=auth,
+                          json={"kind": "customer", "name": "Restart Rita", "email": "rita@example.com"})
+        assert user.status_code == 201
+        ticket = httpx.post(f"{base}/v1/tickets", headers=auth,
+                            json={"requester_id": user.json()["id"], "subject": "Hi", "body": "There"})
+        assert ticket.status_code == 201
+        before = httpx.get(f"{base}/v1/tickets/{ticket.json()['id']}", headers=auth).json()
+
+    with serving(data) as (base, _):
+        after = httpx.get(f"{base}/v1/tickets/{ticket.json()['id']}", headers=auth).json()
+        assert after == before
+
+    # Views are disposable: delete them and the next start rebuilds them from the log.
+    for path in data.glob("views.db*"):
+        path.unlink()
+    with serving(data) as (base, proc):
+        rebuilt = httpx.get(f"{base}/v1/tickets/{ticket.json()['id']}", headers=auth).json()
+        assert rebuilt == before
+        health = httpx.get(f"{base}/healthz").json()
+        assert health["views"][0]["lag"] == 0
+    assert proc.stderr is not None
+    assert "views brought up to date: 2 events applied" in proc.stderr.read()
+
+
+def test_serve_refuses_a_wrong_master_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    new_token(data, "service")  # creates the vault with the generated key file
+    result = run_cli(data, "serve", env={"TICKETLOG_MASTER_KEY": MasterKey.new_text()})
+    assert result.returncode == 2
+    assert "master key does not open this key vault" in result.stderr
+
+
+def test_serve_refuses_a_missing_key_vault_beside_a_non_empty_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    token = new_token(data, "service")
+    with serving(data) as (base, _):
+        httpx.post(f"{base}/v1/users", headers={"Authorization": f"Bearer {token}"},
+                   json={"kind": "customer", "name": "Kim", "email": "kim@example.com"})
+    for path in data.glob("keys.db*"):
+        path.unlink()
+    result = run_cli(data, "serve")
+    assert result.returncode == 2
+    assert "key vault" in result.stderr and "missing" in result.stderr
+    assert not (data / "keys.db").exists(), "a fresh vault must not be created"
+
+
+def test_views_rebuild_and_status(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    demo = run_cli(data, "demo", "--data-dir", str(data), "--json")
+    assert demo.returncode == 0, demo.stderr
+    rebuilt = run_cli(data, "views", "rebuild", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    applied = json.loads(rebuilt.stdout)["events_applied"]
+    assert applied > 20
+    status = json.loads(run_cli(data, "views", "status", "--json").stdout)
+    assert status == [{"view": "helpdesk", "position": applied, "head": applied, "lag": 0}]
+    human = run_cli(data, "views", "rebuild")
+    assert f"rebuilt helpdesk from {applied:,} events" in human.stdout
+    assert run_cli(data, "views", "rebuild", "--view", "nope").returncode == 2
+
+
+def test_demo_erases_a_customer_and_leaves_no_plaintext(tmp_path: Path) -> None:
+    result = run_cli(tmp_path / "unused", "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["profile_after"] == {
+        "name": None, "email": None, "phone": None, "organization": None, "erased": True}
+    assert sum(report["plaintext_hits_on_disk"].values()) == 0
+    before = {t["ticket"]: t for t in report["before"]}
+    after = {t["ticket"]: t for t in report["after"]}
+    assert after["T1"]["subject"] is None and before["T1"]["subject"]
+    assert after["T1"]["status"] == before["T1"]["status"] == "solved"
+    assert after["T3"]["subject"] == before["T3"]["subject"]  # someone else's ticket
+    human = run_cli(tmp_path / "unused", "demo")
+    assert "0 matches" in human.stdout
