@@ -29,4 +29,3 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (health.router, users.router, tickets.router, subjects.router):
         app.include_router(router)
     return app
-

@@ -32,12 +32,17 @@ def require(*roles: Role) -> Any:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         if credentials is None:
-            raise ApiError(401, "unauthorized", "a bearer token is required",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401, "unauthorized", "a bearer token is required", {"WWW-Authenticate": "Bearer"}
+            )
         who = runtime.tokens.authenticate(credentials.credentials)
         if who is None:
-            raise ApiError(401, "unauthorized", "the token is unknown or revoked",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the token is unknown or revoked",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if who.role not in allowed:
             raise ApiError(403, "forbidden", f"the {who.role} role may not do this")
         return who
@@ -52,4 +57,3 @@ def parse_id(value: str, what: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ApiError(404, "not_found", f"no {what} with id {value[:64]!r}") from None
-

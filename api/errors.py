@@ -65,7 +65,11 @@ _HTTP_CODES = {
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the rejected input: it may be someone's personal data.
     return [
-        {"loc": [str(p) for p in err.get("loc", ())], "type": err.get("type"), "msg": err.get("msg")}
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "type": err.get("type"),
+            "msg": err.get("msg"),
+        }
         for err in exc.errors()
     ]
 
@@ -77,12 +81,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        return error_response(422, "invalid_input", "the request is not valid", _validation_details(exc))
+        return error_response(
+            422, "invalid_input", "the request is not valid", _validation_details(exc)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> Response:
@@ -107,8 +114,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def unavailable(_: Request, exc: OperationalError) -> Response:
         log.error("storage unavailable: %s", type(exc).__name__)
-        return error_response(503, "storage_unavailable", "storage is unavailable; retry later",
-                              headers={"Retry-After": "1"})
+        return error_response(
+            503,
+            "storage_unavailable",
+            "storage is unavailable; retry later",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(KeyVaultError)
     async def vault(_: Request, exc: KeyVaultError) -> Response:

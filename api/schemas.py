@@ -14,13 +14,18 @@ from domain.user import UserKind
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Phone = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=40, pattern=r"^[0-9+()\-. x]+$"),
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=40, pattern=r"^[0-9+()\-. x]+$"
+    ),
 ]
-Organization = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Organization = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
 Body = Annotated[str, StringConstraints(min_length=1, max_length=65_536)]
 Tag = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=r"^[\w\-:.]+$")
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=r"^[\w\-:.]+$"),
 ]
 
 

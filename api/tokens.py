@@ -12,7 +12,7 @@ from uuid import uuid4
 
 from projections.sql import Database
 
-TOKEN_PREFIX = "tl_"
+TOKEN_PREFIX = "tl_"  # noqa: S105 (a marker, not a secret)
 
 
 class Role(StrEnum):
@@ -54,8 +54,13 @@ class TokenStore:
             c.execute(
                 "INSERT INTO api_tokens (id, name, role, token_hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [principal.token_id, name, principal.role.value, _hash(token),
-                 datetime.now(UTC).isoformat()],
+                [
+                    principal.token_id,
+                    name,
+                    principal.role.value,
+                    _hash(token),
+                    datetime.now(UTC).isoformat(),
+                ],
             )
         return principal, token
 

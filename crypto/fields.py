@@ -61,7 +61,9 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(text.encode())
 
 
-def seal(value: Any, layers: Sequence[DataKey], originator_id: str, version: int, field: str) -> str:
+def seal(
+    value: Any, layers: Sequence[DataKey], originator_id: str, version: int, field: str
+) -> str:
     """Encrypt `value` (any JSON value) under each key in turn, innermost first."""
     if isinstance(value, Sealed | Erased):
         raise TypeError(f"{field}: refusing to seal an already sealed or erased value")

@@ -221,7 +221,9 @@ class KeyVault:
             row = c.execute("SELECT value FROM vault_meta WHERE name='master_check'").fetchone()
             if row is None:
                 check = self._master.wrap(_CHECK_PLAINTEXT, _CHECK_CONTEXT)
-                c.execute("INSERT INTO vault_meta (name, value) VALUES ('master_check', ?)", [check])
+                c.execute(
+                    "INSERT INTO vault_meta (name, value) VALUES ('master_check', ?)", [check]
+                )
                 return
         try:
             ok = self._master.unwrap(bytes(row[0]), _CHECK_CONTEXT) == _CHECK_PLAINTEXT
@@ -300,7 +302,9 @@ class KeyVault:
 
     def is_destroyed(self, scope: str) -> bool:
         with self._store.transaction() as c:
-            row = c.execute("SELECT wrapped IS NULL FROM data_keys WHERE scope=?", [scope]).fetchone()
+            row = c.execute(
+                "SELECT wrapped IS NULL FROM data_keys WHERE scope=?", [scope]
+            ).fetchone()
         return bool(row and row[0])
 
     # Destroying
@@ -313,7 +317,8 @@ class KeyVault:
             # and no key can be created for them afterwards.
             if c.execute("SELECT 1 FROM data_keys WHERE scope=?", [owner]).fetchone() is None:
                 c.execute(
-                    "INSERT INTO data_keys (key_id, scope, owner, wrapped, created_at, destroyed_at)"
+                    "INSERT INTO data_keys"
+                    " (key_id, scope, owner, wrapped, created_at, destroyed_at)"
                     " VALUES (?, ?, ?, NULL, ?, ?)",
                     [secrets.token_bytes(KEY_ID_BYTES), owner, owner, now, now],
                 )
@@ -321,7 +326,8 @@ class KeyVault:
                 "SELECT key_id, scope FROM data_keys WHERE owner=? AND wrapped IS NOT NULL", [owner]
             ).fetchall()
             c.execute(
-                "UPDATE data_keys SET wrapped=NULL, destroyed_at=? WHERE owner=? AND wrapped IS NOT NULL",
+                "UPDATE data_keys SET wrapped=NULL, destroyed_at=?"
+                " WHERE owner=? AND wrapped IS NOT NULL",
                 [now, owner],
             )
             total = c.execute(

@@ -132,9 +132,7 @@ class Ticket(Aggregate):
         self._refuse_if_closed()
         if not public and not author.is_agent:
             raise RuleViolation("only agents can write internal notes", code="internal_note")
-        self._comment_added(
-            author_id=author.id, body=body, public=public, occurred_at=occurred_at
-        )
+        self._comment_added(author_id=author.id, body=body, public=public, occurred_at=occurred_at)
         if public and author.id == self.requester_id and self.status in REOPENED_BY_REQUESTER:
             self._status_changed(
                 status=Status.OPEN.value, reason="requester_replied", occurred_at=occurred_at

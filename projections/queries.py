@@ -75,7 +75,9 @@ def encode_cursor(created_at: str, ticket_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        created_at, ticket_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        created_at, ticket_id = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
     except (binascii.Error, ValueError, TypeError) as e:
         raise BadCursor("this cursor was not issued by this service") from e
     if not isinstance(created_at, str) or not isinstance(ticket_id, str):

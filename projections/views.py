@@ -41,8 +41,8 @@ class HelpDeskView:
     """Users, tickets and comments; one tracking position for the three tables."""
 
     name = "helpdesk"
-    tables = ("view_ticket_comments", "view_tickets", "view_users")
-    schema = (
+    tables: tuple[str, ...] = ("view_ticket_comments", "view_tickets", "view_users")
+    schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_users ("
         " id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
         " name TEXT, email TEXT, phone TEXT, organization TEXT,"

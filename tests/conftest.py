@@ -20,9 +20,7 @@ from api.tokens import Role
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
 
-PG_URL = os.environ.get(
-    "TICKETLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("TICKETLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -114,7 +112,9 @@ class Api:
     def headers(self, role: Role | None) -> dict[str, str]:
         return {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
 
-    def post(self, path: str, json: object = None, role: Role | None = Role.SERVICE) -> httpx.Response:
+    def post(
+        self, path: str, json: object = None, role: Role | None = Role.SERVICE
+    ) -> httpx.Response:
         return self.client.post(path, json=json, headers=self.headers(role))
 
     def get(self, path: str, role: Role | None = Role.SERVICE, **params: object) -> httpx.Response:
@@ -126,8 +126,12 @@ class Api:
     # Shortcuts for arranging a scene; each asserts the call worked.
 
     def user(self, kind: str = "customer", **fields: object) -> dict[str, object]:
-        body = {"kind": kind, "name": f"Person {uuid.uuid4().hex[:6]}",
-                "email": f"p{uuid.uuid4().hex[:8]}@example.com", **fields}
+        body = {
+            "kind": kind,
+            "name": f"Person {uuid.uuid4().hex[:6]}",
+            "email": f"p{uuid.uuid4().hex[:8]}@example.com",
+            **fields,
+        }
         r = self.post("/v1/users", body)
         assert r.status_code == 201, r.text
         return dict(r.json())
@@ -169,10 +173,13 @@ def postgres_hits(settings: Settings, needles: list[str]) -> list[tuple[str, str
         return []
     hits = []
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-            [pg.schema],
-        ).fetchall()]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                [pg.schema],
+            ).fetchall()
+        ]
         for table in tables:
             blobs = [
                 value if isinstance(value, bytes) else str(value).encode()

@@ -18,8 +18,12 @@ def test_health_needs_no_token_and_reports_view_lag(api: Api) -> None:
 
 
 def test_register_read_and_rectify_a_user(api: Api) -> None:
-    created = api.user(name="Ada Lovelace", email="Ada@Example.COM", phone="+44 20 7946 0000",
-                       organization="Analytical Engines")
+    created = api.user(
+        name="Ada Lovelace",
+        email="Ada@Example.COM",
+        phone="+44 20 7946 0000",
+        organization="Analytical Engines",
+    )
     assert created["kind"] == "customer"
     assert created["erased"] is False
     r = api.get(f"/v1/users/{created['id']}")
@@ -55,8 +59,9 @@ def test_invalid_users_are_rejected_with_422_json(api: Api, body: dict[str, obje
 
 def test_malformed_json_is_a_422_not_a_500(api: Api) -> None:
     r = api.client.post(
-        "/v1/users", content=b"{not json", headers={**api.headers(Role.SERVICE),
-                                                   "Content-Type": "application/json"}
+        "/v1/users",
+        content=b"{not json",
+        headers={**api.headers(Role.SERVICE), "Content-Type": "application/json"},
     )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_input"
@@ -71,19 +76,28 @@ def test_validation_errors_do_not_echo_personal_input(api: Api) -> None:
 def test_ticket_lifecycle(api: Api) -> None:
     customer = api.user()
     agent = api.user(kind="agent")
-    t = api.ticket(customer["id"], subject="Printer on fire", body="Smoke everywhere",
-                   priority="urgent", tags=["Hardware", " fire ", "hardware"])
+    t = api.ticket(
+        customer["id"],
+        subject="Printer on fire",
+        body="Smoke everywhere",
+        priority="urgent",
+        tags=["Hardware", " fire ", "hardware"],
+    )
     assert t["status"] == "new"
     assert t["priority"] == "urgent"
     assert t["tags"] == ["hardware", "fire"]
     assert t["assignee_id"] is None
     tid = t["id"]
 
-    r = api.post(f"/v1/tickets/{tid}/comments",
-                 {"author_id": agent["id"], "body": "On our way", "public": True})
+    r = api.post(
+        f"/v1/tickets/{tid}/comments",
+        {"author_id": agent["id"], "body": "On our way", "public": True},
+    )
     assert r.status_code == 201
-    r = api.post(f"/v1/tickets/{tid}/comments",
-                 {"author_id": agent["id"], "body": "Bring an extinguisher", "public": False})
+    r = api.post(
+        f"/v1/tickets/{tid}/comments",
+        {"author_id": agent["id"], "body": "Bring an extinguisher", "public": False},
+    )
     assert r.status_code == 201
     r = api.post(f"/v1/tickets/{tid}/assign", {"assignee_id": agent["id"]})
     assert r.status_code == 200
@@ -93,8 +107,10 @@ def test_ticket_lifecycle(api: Api) -> None:
     assert r.json()["status"] == "solved"
 
     # A public reply by the requester reopens a solved ticket.
-    r = api.post(f"/v1/tickets/{tid}/comments",
-                 {"author_id": customer["id"], "body": "Still smoking", "public": True})
+    r = api.post(
+        f"/v1/tickets/{tid}/comments",
+        {"author_id": customer["id"], "body": "Still smoking", "public": True},
+    )
     assert r.json()["status"] == "open"
 
     r = api.get(f"/v1/tickets/{tid}")
@@ -102,7 +118,10 @@ def test_ticket_lifecycle(api: Api) -> None:
     assert ticket["subject"] == "Printer on fire"
     assert ticket["body"] == "Smoke everywhere"
     assert [(c["body"], c["public"]) for c in ticket["comments"]] == [
-        ("On our way", True), ("Bring an extinguisher", False), ("Still smoking", True)]
+        ("On our way", True),
+        ("Bring an extinguisher", False),
+        ("Still smoking", True),
+    ]
     assert ticket["version"] == 8
     assert ticket["updated_at"] >= ticket["created_at"]
 
@@ -120,8 +139,10 @@ def test_rule_violations_answer_409(api: Api) -> None:
     r = api.post(f"/v1/tickets/{tid}/assign", {"assignee_id": customer["id"]})
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "not_an_agent"
-    r = api.post(f"/v1/tickets/{tid}/comments",
-                 {"author_id": customer["id"], "body": "psst", "public": False})
+    r = api.post(
+        f"/v1/tickets/{tid}/comments",
+        {"author_id": customer["id"], "body": "psst", "public": False},
+    )
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "internal_note"
 
@@ -194,8 +215,9 @@ def test_list_filters_and_pages(api: Api) -> None:
         if cursor is None:
             break
     assert seen == alice_tickets
-    assert [t["subject"] for t in api.get("/v1/tickets", requester_id=alice["id"]).json()["items"]] \
-        == ["A0", "A1", "A2", "A3", "A4"]
+    assert [
+        t["subject"] for t in api.get("/v1/tickets", requester_id=alice["id"]).json()["items"]
+    ] == ["A0", "A1", "A2", "A3", "A4"]
 
     by_agent = api.get("/v1/tickets", assignee_id=agent["id"]).json()["items"]
     assert [t["id"] for t in by_agent] == [bob_ticket]
@@ -233,8 +255,14 @@ def test_auth(api: Api) -> None:
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthorized"
     assert r.headers["WWW-Authenticate"] == "Bearer"
-    assert api.post("/v1/users", {"kind": "customer", "name": "X", "email": "x@example.com"},
-                    role=Role.AUDITOR).status_code == 403
+    assert (
+        api.post(
+            "/v1/users",
+            {"kind": "customer", "name": "X", "email": "x@example.com"},
+            role=Role.AUDITOR,
+        ).status_code
+        == 403
+    )
     tid = api.ticket(customer["id"])["id"]
     assert api.get(f"/v1/tickets/{tid}/history", role=Role.SERVICE).status_code == 403
     assert api.get(f"/v1/tickets/{tid}/history", role=Role.ADMIN).status_code == 200
@@ -256,11 +284,15 @@ def test_export_has_everything_about_the_person(api: Api) -> None:
     other = api.user()
     agent = api.user(kind="agent")
     own = api.ticket(maria["id"], subject="My own ticket", body="Mine")["id"]
-    api.post(f"/v1/tickets/{own}/comments",
-             {"author_id": agent["id"], "body": "Agent reply", "public": True})
+    api.post(
+        f"/v1/tickets/{own}/comments",
+        {"author_id": agent["id"], "body": "Agent reply", "public": True},
+    )
     elsewhere = api.ticket(other["id"], subject="Someone else's")["id"]
-    api.post(f"/v1/tickets/{elsewhere}/comments",
-             {"author_id": maria["id"], "body": "Me too!", "public": True})
+    api.post(
+        f"/v1/tickets/{elsewhere}/comments",
+        {"author_id": maria["id"], "body": "Me too!", "public": True},
+    )
 
     r = api.get(f"/v1/subjects/{maria['id']}/export", role=Role.COMPLIANCE)
     assert r.status_code == 200
@@ -270,25 +302,37 @@ def test_export_has_everything_about_the_person(api: Api) -> None:
     assert [t["subject"] for t in export["tickets_requested"]] == ["My own ticket"]
     assert [c["body"] for c in export["tickets_requested"][0]["comments"]] == ["Agent reply"]
     assert [(c["ticket_id"], c["body"]) for c in export["comments_elsewhere"]] == [
-        (elsewhere, "Me too!")]
+        (elsewhere, "Me too!")
+    ]
     assert api.get(f"/v1/subjects/{uuid.uuid4()}/export", role=Role.COMPLIANCE).status_code == 404
 
 
 def test_erasure(api: Api) -> None:
-    maria = api.user(name="Maria Erased", email="maria@erased.example", phone="+1 555 0199",
-                     organization="Erased Org")
+    maria = api.user(
+        name="Maria Erased",
+        email="maria@erased.example",
+        phone="+1 555 0199",
+        organization="Erased Org",
+    )
     other = api.user(name="Other Person")
     agent = api.user(kind="agent")
-    own = api.ticket(maria["id"], subject="Secret subject", body="Secret body",
-                     priority="high", tags=["billing"])["id"]
-    api.post(f"/v1/tickets/{own}/comments",
-             {"author_id": agent["id"], "body": "Agent answer", "public": True})
+    own = api.ticket(
+        maria["id"], subject="Secret subject", body="Secret body", priority="high", tags=["billing"]
+    )["id"]
+    api.post(
+        f"/v1/tickets/{own}/comments",
+        {"author_id": agent["id"], "body": "Agent answer", "public": True},
+    )
     api.post(f"/v1/tickets/{own}/assign", {"assignee_id": agent["id"]})
     elsewhere = api.ticket(other["id"], subject="Other's subject", body="Other's body")["id"]
-    api.post(f"/v1/tickets/{elsewhere}/comments",
-             {"author_id": maria["id"], "body": "Maria's remark", "public": True})
-    api.post(f"/v1/tickets/{elsewhere}/comments",
-             {"author_id": agent["id"], "body": "Agent on other", "public": True})
+    api.post(
+        f"/v1/tickets/{elsewhere}/comments",
+        {"author_id": maria["id"], "body": "Maria's remark", "public": True},
+    )
+    api.post(
+        f"/v1/tickets/{elsewhere}/comments",
+        {"author_id": agent["id"], "body": "Agent on other", "public": True},
+    )
     before = api.get(f"/v1/tickets/{own}").json()
 
     r = api.post(f"/v1/subjects/{maria['id']}/erase", role=Role.COMPLIANCE)
@@ -339,8 +383,9 @@ def test_after_erasure_nothing_new_is_stored_for_the_person(api: Api) -> None:
     assert api.post(f"/v1/tickets/{tid}/assign", {"assignee_id": agent["id"]}).status_code == 200
     assert api.post(f"/v1/tickets/{tid}/status", {"status": "solved"}).status_code == 200
     # ...but no new content can be written for an erased person.
-    r = api.post(f"/v1/tickets/{tid}/comments",
-                 {"author_id": agent["id"], "body": "hello", "public": True})
+    r = api.post(
+        f"/v1/tickets/{tid}/comments", {"author_id": agent["id"], "body": "hello", "public": True}
+    )
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "subject_erased"
     r = api.post("/v1/tickets", {"requester_id": maria["id"], "subject": "s", "body": "b"})

@@ -37,13 +37,19 @@ def _seed(api: Api) -> dict[str, str]:
     agent = api.user(kind="agent", name="Agent Smith-Wesson", email="agent@desk.example")
     other = api.user()
     ticket = api.ticket(person["id"], subject=CONTENT["subject"], body=CONTENT["body"])
-    api.post(f"/v1/tickets/{ticket['id']}/comments",
-             {"author_id": person["id"], "body": CONTENT["comment"], "public": True})
-    api.post(f"/v1/tickets/{ticket['id']}/comments",
-             {"author_id": agent["id"], "body": "Agent reply Wxyzzy", "public": True})
+    api.post(
+        f"/v1/tickets/{ticket['id']}/comments",
+        {"author_id": person["id"], "body": CONTENT["comment"], "public": True},
+    )
+    api.post(
+        f"/v1/tickets/{ticket['id']}/comments",
+        {"author_id": agent["id"], "body": "Agent reply Wxyzzy", "public": True},
+    )
     elsewhere = api.ticket(other["id"])
-    api.post(f"/v1/tickets/{elsewhere['id']}/comments",
-             {"author_id": person["id"], "body": "Quillfeather remark", "public": True})
+    api.post(
+        f"/v1/tickets/{elsewhere['id']}/comments",
+        {"author_id": person["id"], "body": "Quillfeather remark", "public": True},
+    )
     # Exercise reads and an invalid request carrying personal data too.
     api.get(f"/v1/tickets/{ticket['id']}")
     api.get(f"/v1/subjects/{person['id']}/export", role=Role.COMPLIANCE)
@@ -84,8 +90,11 @@ def test_no_plaintext_anywhere_before_and_after_erasure(
         runtime.close()
 
     # The destroyed keys' material is gone from every file of the vault, WAL included.
-    destroyed = {s: w for s, w in wrapped_before.items()
-                 if s in (f"user:{ids['person']}", f"ticket:{ids['ticket']}")}
+    destroyed = {
+        s: w
+        for s, w in wrapped_before.items()
+        if s in (f"user:{ids['person']}", f"ticket:{ids['ticket']}")
+    }
     assert len(destroyed) == 2
     for path in settings.keys_path.parent.glob(settings.keys_path.name + "*"):
         raw = path.read_bytes()
@@ -115,8 +124,10 @@ def test_restored_old_event_store_keeps_erased_people_unreadable(tmp_path: Path)
     runtime = Runtime.open(settings)
     try:
         for api in open_api(runtime)():
-            assert api.post(f"/v1/subjects/{ids['person']}/erase",
-                            role=Role.COMPLIANCE).status_code == 200
+            assert (
+                api.post(f"/v1/subjects/{ids['person']}/erase", role=Role.COMPLIANCE).status_code
+                == 200
+            )
     finally:
         runtime.close()
 
@@ -130,15 +141,18 @@ def test_restored_old_event_store_keeps_erased_people_unreadable(tmp_path: Path)
         for api in open_api(runtime)():
             user = api.get(f"/v1/users/{ids['person']}").json()
             assert user["erased"] is True
-            assert user["name"] is None and user["email"] is None
+            assert user["name"] is None
+            assert user["email"] is None
             ticket = api.get(f"/v1/tickets/{ids['ticket']}").json()
-            assert ticket["subject"] is None and ticket["body"] is None
+            assert ticket["subject"] is None
+            assert ticket["body"] is None
             assert all(c["body"] is None for c in ticket["comments"])
             history = api.get(f"/v1/tickets/{ids['ticket']}/history", role=Role.AUDITOR).json()
             assert history["events"][0]["erased_fields"] == ["body", "subject"]
             # No new key can be made for the erased person either.
-            r = api.post("/v1/tickets", {"requester_id": ids["person"], "subject": "s",
-                                         "body": "b"})
+            r = api.post(
+                "/v1/tickets", {"requester_id": ids["person"], "subject": "s", "body": "b"}
+            )
             assert r.status_code == 409
     finally:
         runtime.close()

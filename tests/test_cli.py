@@ -20,7 +20,9 @@ from crypto.master import MasterKey
 CLI = [sys.executable, "-m", "ticketlog.cli"]
 
 
-def run_cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         env={**os.environ, "TICKETLOG_DATA_DIR": str(data_dir), **(env or {})},
@@ -44,7 +46,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(
+    data_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)],
@@ -92,11 +96,17 @@ def test_serve_restart_and_rebuilt_views(tmp_path: Path) -> None:
     data = tmp_path / "data"
     auth = {"Authorization": f"Bearer {new_token(data, 'service')}"}
     with serving(data) as (base, _):
-        user = httpx.post(f"{base}/v1/users", headers=auth,
-                          json={"kind": "customer", "name": "Restart Rita", "email": "rita@example.com"})
+        user = httpx.post(
+            f"{base}/v1/users",
+            headers=auth,
+            json={"kind": "customer", "name": "Restart Rita", "email": "rita@example.com"},
+        )
         assert user.status_code == 201
-        ticket = httpx.post(f"{base}/v1/tickets", headers=auth,
-                            json={"requester_id": user.json()["id"], "subject": "Hi", "body": "There"})
+        ticket = httpx.post(
+            f"{base}/v1/tickets",
+            headers=auth,
+            json={"requester_id": user.json()["id"], "subject": "Hi", "body": "There"},
+        )
         assert ticket.status_code == 201
         before = httpx.get(f"{base}/v1/tickets/{ticket.json()['id']}", headers=auth).json()
 
@@ -128,13 +138,17 @@ def test_serve_refuses_a_missing_key_vault_beside_a_non_empty_log(tmp_path: Path
     data = tmp_path / "data"
     token = new_token(data, "service")
     with serving(data) as (base, _):
-        httpx.post(f"{base}/v1/users", headers={"Authorization": f"Bearer {token}"},
-                   json={"kind": "customer", "name": "Kim", "email": "kim@example.com"})
+        httpx.post(
+            f"{base}/v1/users",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"kind": "customer", "name": "Kim", "email": "kim@example.com"},
+        )
     for path in data.glob("keys.db*"):
         path.unlink()
     result = run_cli(data, "serve")
     assert result.returncode == 2
-    assert "key vault" in result.stderr and "missing" in result.stderr
+    assert "key vault" in result.stderr
+    assert "missing" in result.stderr
     assert not (data / "keys.db").exists(), "a fresh vault must not be created"
 
 
@@ -158,11 +172,17 @@ def test_demo_erases_a_customer_and_leaves_no_plaintext(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["profile_after"] == {
-        "name": None, "email": None, "phone": None, "organization": None, "erased": True}
+        "name": None,
+        "email": None,
+        "phone": None,
+        "organization": None,
+        "erased": True,
+    }
     assert sum(report["plaintext_hits_on_disk"].values()) == 0
     before = {t["ticket"]: t for t in report["before"]}
     after = {t["ticket"]: t for t in report["after"]}
-    assert after["T1"]["subject"] is None and before["T1"]["subject"]
+    assert before["T1"]["subject"]
+    assert after["T1"]["subject"] is None
     assert after["T1"]["status"] == before["T1"]["status"] == "solved"
     assert after["T3"]["subject"] == before["T3"]["subject"]  # someone else's ticket
     human = run_cli(tmp_path / "unused", "demo")

@@ -110,11 +110,11 @@ def cmd_views_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         bar.finish()
     finally:
         runtime.close()
-    result = {"views": [v.name for v in views], "events_applied": applied}
+    view_names = [v.name for v in views]
     if args.json:
-        _print_json(result)
+        _print_json({"views": view_names, "events_applied": applied})
     else:
-        print(f"rebuilt {', '.join(result['views'])} from {applied:,} events")
+        print(f"rebuilt {', '.join(view_names)} from {applied:,} events")
     return 0
 
 

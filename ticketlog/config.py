@@ -114,7 +114,9 @@ class Settings:
 
     @property
     def keyvault_is_postgres(self) -> bool:
-        return bool(self.keyvault_url and self.keyvault_url.startswith(("postgresql:", "postgres:")))
+        return bool(
+            self.keyvault_url and self.keyvault_url.startswith(("postgresql:", "postgres:"))
+        )
 
     @property
     def key_file_path(self) -> Path:

@@ -11,6 +11,8 @@ from uuid import UUID
 import orjson
 
 from api.present import Opener
+from domain.ticket import Priority, Status
+from domain.user import UserKind
 from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
 
@@ -19,40 +21,64 @@ CUSTOMERS = [
     ("Kenji Watanabe", "kenji@watanabe-design.example", "+81 90 1234 5678", "Watanabe Design"),
     ("Aisha Bello", "aisha.bello@greenfield.example", None, "Greenfield Farms"),
 ]
-AGENTS = [("Sam Carter", "sam@support.ticketlog.example"), ("Priya Nair", "priya@support.ticketlog.example")]
+AGENTS = [
+    ("Sam Carter", "sam@support.ticketlog.example"),
+    ("Priya Nair", "priya@support.ticketlog.example"),
+]
 
 
 def _seed(rt: Runtime) -> dict[str, Any]:
     desk = rt.desk
-    customers = [desk.register_user("customer", *c) for c in CUSTOMERS]
-    agents = [desk.register_user("agent", n, e) for n, e in AGENTS]
+    customers = [desk.register_user(UserKind.CUSTOMER, *c) for c in CUSTOMERS]
+    agents = [desk.register_user(UserKind.AGENT, n, e) for n, e in AGENTS]
     maria, kenji, aisha = customers
     sam, priya = agents
 
-    t1 = desk.open_ticket(maria, "Invoice 2291 charged twice",
-                          "My card was charged twice for invoice 2291 on 3 March.", "high", ["billing"])
+    t1 = desk.open_ticket(
+        maria,
+        "Invoice 2291 charged twice",
+        "My card was charged twice for invoice 2291 on 3 March.",
+        Priority.HIGH,
+        ["billing"],
+    )
     desk.assign(t1, sam)
-    desk.add_comment(t1, sam, "Sorry about that, Maria. I have refunded the duplicate charge.", True)
+    desk.add_comment(
+        t1, sam, "Sorry about that, Maria. I have refunded the duplicate charge.", True
+    )
     desk.add_comment(t1, sam, "Refund ref RF-88213 issued via the payments console.", False)
-    desk.change_status(t1, "solved")
+    desk.change_status(t1, Status.SOLVED)
 
-    t2 = desk.open_ticket(maria, "Cannot reset my password",
-                          "The reset link for maria.lopez@harbor-tiles.example expires instantly.")
+    t2 = desk.open_ticket(
+        maria,
+        "Cannot reset my password",
+        "The reset link for maria.lopez@harbor-tiles.example expires instantly.",
+    )
     desk.assign(t2, priya)
-    desk.change_status(t2, "pending")
+    desk.change_status(t2, Status.PENDING)
     desk.add_comment(t2, maria, "Still broken this morning, tried from my phone too.", True)
 
-    t3 = desk.open_ticket(kenji, "Export to PDF cuts off the last page",
-                          "Exports of our 12-page brochure stop at page 11.", "normal", ["export", "pdf"])
+    t3 = desk.open_ticket(
+        kenji,
+        "Export to PDF cuts off the last page",
+        "Exports of our 12-page brochure stop at page 11.",
+        Priority.NORMAL,
+        ["export", "pdf"],
+    )
     desk.assign(t3, sam)
     desk.add_comment(t3, maria, "Same here at Harbor Tiles — following this one.", True)
     desk.add_comment(t3, sam, "Reproduced; a fix ships in 4.2.1.", True)
 
-    t4 = desk.open_ticket(aisha, "Add a second admin", "Please make our farm manager an admin.", "low")
+    t4 = desk.open_ticket(
+        aisha, "Add a second admin", "Please make our farm manager an admin.", Priority.LOW
+    )
     desk.assign(t4, priya)
-    desk.change_status(t4, "solved")
+    desk.change_status(t4, Status.SOLVED)
     rt.runner.catch_up()
-    return {"maria": maria, "tickets": [t1, t2, t3, t4], "names": {t1: "T1", t2: "T2", t3: "T3", t4: "T4"}}
+    return {
+        "maria": maria,
+        "tickets": [t1, t2, t3, t4],
+        "names": {t1: "T1", t2: "T2", t3: "T3", t4: "T4"},
+    }
 
 
 def _ticket_lines(rt: Runtime, ticket_id: UUID, label: str) -> dict[str, Any]:
@@ -95,7 +121,9 @@ def run_demo(data_dir: str | None, as_json: bool = False) -> int:
         result = {
             "data_dir": str(root),
             "erased": {"subject": str(report.subject_id), "keys_destroyed": report.keys_destroyed},
-            "profile_after": {k: profile[k] for k in ("name", "email", "phone", "organization", "erased")},
+            "profile_after": {
+                k: profile[k] for k in ("name", "email", "phone", "organization", "erased")
+            },
             "before": before,
             "after": after,
             "plaintext_hits_on_disk": _scan(root, needles),
@@ -113,14 +141,18 @@ def _print_human(r: dict[str, Any]) -> None:
     p = r["profile_after"]
     print(f"Her profile now: name={p['name']} email={p['email']} erased={p['erased']}\n")
     for before, after in zip(r["before"], r["after"], strict=True):
-        print(f"{before['ticket']}  status {after['status']:<8} priority {after['priority']:<7}"
-              f" assigned {'yes' if after['assigned'] else 'no'}  (kept: not personal data)")
+        print(
+            f"{before['ticket']}  status {after['status']:<8} priority {after['priority']:<7}"
+            f" assigned {'yes' if after['assigned'] else 'no'}  (kept: not personal data)"
+        )
         print(f"    subject before: {before['subject']!r}")
         print(f"    subject after:  {after['subject']!r}")
         for b, a in zip(before["comments"], after["comments"], strict=True):
             state = "unreadable" if a is None else "kept"
             print(f"    comment {state:<10} {b!r}")
     hits = r["plaintext_hits_on_disk"]
-    print(f"\nRaw bytes of {len(hits)} files under {r['data_dir']} searched for her name, email, "
-          f"phone and company: {sum(hits.values())} matches.")
+    print(
+        f"\nRaw bytes of {len(hits)} files under {r['data_dir']} searched for her name, email, "
+        f"phone and company: {sum(hits.values())} matches."
+    )
     print("The log was never rewritten: her events are still there, as ciphertext nobody can open.")

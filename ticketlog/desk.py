@@ -106,7 +106,11 @@ class HelpDesk(Application[UUID]):
         destruction = self.vault.destroy_owned_by(scope)
         if user.erased:
             return ErasureReport(
-                user_id, True, destruction.destroyed_now, destruction.destroyed_total, user.erased_at
+                user_id,
+                True,
+                destruction.destroyed_now,
+                destruction.destroyed_total,
+                user.erased_at,
             )
 
         def command() -> User:
@@ -192,7 +196,7 @@ class HelpDesk(Application[UUID]):
 
     def _get(self, cls: type[A], aggregate_id: UUID) -> A:
         try:
-            aggregate = self.sealed.get(aggregate_id)
+            aggregate: Aggregate = self.sealed.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {cls.__name__.lower()} with id {aggregate_id}") from None
         if not isinstance(aggregate, cls):

@@ -31,13 +31,13 @@ def event_store_has_events(settings: Settings) -> bool:
         path = settings.events_path
         if not path.exists():
             return False
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        lite = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return conn.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
+            return lite.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
         except sqlite3.OperationalError:
             return False
         finally:
-            conn.close()
+            lite.close()
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         row = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", [f'"{pg.schema}".stored_events']
