@@ -120,17 +120,19 @@ class _PostgresStore:
     does not have this weakness. Each destruction is followed by a VACUUM of the table.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, conninfo: str, schema: str) -> None:
         import psycopg
+        from psycopg.sql import SQL, Identifier
 
-        self._psycopg = psycopg
         try:
-            self._conn = psycopg.connect(url, autocommit=True)
+            self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema)))
+            self._conn.execute(SQL("SET search_path TO {0}").format(Identifier(schema)))
+            for statement in SCHEMA:
+                self._conn.execute(statement.encode())
         except psycopg.Error as e:
-            raise KeyVaultError(f"cannot connect to the key vault database: {e}") from e
+            raise KeyVaultError(f"the key vault database cannot be used: {e}") from e
         self._lock = threading.RLock()
-        for statement in SCHEMA:
-            self._conn.execute(statement)  # type: ignore[arg-type]
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -195,8 +197,10 @@ class KeyVault:
         return cls(_SQLiteStore(path), master, **kwargs)
 
     @classmethod
-    def open_postgres(cls, url: str, master: MasterKey, **kwargs: Any) -> KeyVault:
-        return cls(_PostgresStore(url), master, **kwargs)
+    def open_postgres(
+        cls, conninfo: str, schema: str, master: MasterKey, **kwargs: Any
+    ) -> KeyVault:
+        return cls(_PostgresStore(conninfo, schema), master, **kwargs)
 
     @staticmethod
     def sqlite_holds_keys(path: Path) -> bool:

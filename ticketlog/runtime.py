@@ -16,7 +16,7 @@ from projections.runner import ProjectionRunner
 from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
-from ticketlog.config import Settings
+from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
 
 
@@ -58,7 +58,8 @@ def open_vault(settings: Settings) -> KeyVault:
             )
         master = _master_key(settings, may_create=False)
         assert settings.keyvault_url is not None
-        return KeyVault.open_postgres(settings.keyvault_url, master)
+        url = PostgresURL.parse(settings.keyvault_url)
+        return KeyVault.open_postgres(url.conninfo(), url.schema, master)
     keys_path = settings.keys_path
     holds_keys = KeyVault.sqlite_holds_keys(keys_path)
     if not holds_keys and event_store_has_events(settings):
