@@ -401,3 +401,23 @@ def test_openapi_schema_is_served(api: Api) -> None:
     paths = r.json()["paths"]
     assert "/v1/subjects/{subject_id}/erase" in paths
     assert "/v1/tickets/{ticket_id}/history" in paths
+
+
+def test_concurrent_comments_on_one_ticket_are_all_kept(api: Api) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    customer, agent = api.user(), api.user(kind="agent")
+    tid = api.ticket(customer["id"])["id"]
+
+    def comment(i: int) -> int:
+        r = api.post(
+            f"/v1/tickets/{tid}/comments",
+            {"author_id": agent["id"], "body": f"reply {i}", "public": True},
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(comment, range(40)))
+    assert statuses == [201] * 40
+    bodies = [c["body"] for c in api.get(f"/v1/tickets/{tid}").json()["comments"]]
+    assert sorted(bodies) == sorted(f"reply {i}" for i in range(40))

@@ -6,6 +6,8 @@ plaintext; only history and export open personal fields, and only when asked.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,8 +28,10 @@ from domain.user import User, UserKind
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
 
-# Concurrent commands on one aggregate race for the next version; the loser re-runs.
-COMMAND_ATTEMPTS = 5
+# Concurrent commands on one aggregate race for the next version; the loser re-runs against
+# the new state after a short random pause (so racing writers spread out).
+COMMAND_ATTEMPTS = 30
+RETRY_PAUSE = 0.004
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ class HelpDesk(Application[UUID]):
             except IntegrityError:
                 if attempt == COMMAND_ATTEMPTS - 1:
                     raise
+                time.sleep(random.uniform(0, RETRY_PAUSE * (attempt + 1)))  # noqa: S311
                 continue
             return aggregate
         raise AssertionError("unreachable")
