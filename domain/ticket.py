@@ -169,7 +169,8 @@ class Ticket(Aggregate):
     def _comment_added(
         self, author_id: UUID, body: Any, public: bool, occurred_at: datetime
     ) -> None:
-        self.comments.append(Comment(author_id, body, public, occurred_at, self.version))
+        # The library bumps self.version after this method runs: the event's version is +1.
+        self.comments.append(Comment(author_id, body, public, occurred_at, self.version + 1))
         self.updated_at = occurred_at
 
     @event(Assigned)
