@@ -10,6 +10,7 @@ id, version, field name and key id, so a ciphertext moved elsewhere fails to ope
 from __future__ import annotations
 
 import base64
+import binascii
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,8 +54,11 @@ class Sealed:
         return [raw[2 + i * KEY_ID_BYTES : 2 + (i + 1) * KEY_ID_BYTES] for i in range(count)]
 
 
-def _aad(originator_id: str, version: int, field: str, key_id: bytes) -> bytes:
-    return f"ticketlog/v1|{originator_id}|{version}|{field}|{key_id.hex()}".encode()
+def _aad(originator_id: str, version: int, field: str, key_id: bytes, header: bytes) -> bytes:
+    # The whole header (version, layer count, every key id) is bound too, so layers cannot be
+    # stripped or reordered without failing authentication.
+    where = f"ticketlog/v1|{originator_id}|{version}|{field}|{key_id.hex()}|".encode()
+    return where + header
 
 
 def _b64decode(text: str) -> bytes:
@@ -69,25 +73,31 @@ def seal(
         raise TypeError(f"{field}: refusing to seal an already sealed or erased value")
     if not layers:
         raise ValueError(f"{field}: a personal field needs at least one key")
+    header = bytes([ENVELOPE_VERSION, len(layers)]) + b"".join(k.key_id for k in layers)
     data = orjson.dumps(value)
     for key in layers:
         assert key.aead is not None, "destroyed keys never reach seal()"
         nonce = secrets.token_bytes(NONCE_BYTES)
         data = nonce + key.aead.encrypt(
-            nonce, data, _aad(originator_id, version, field, key.key_id)
+            nonce, data, _aad(originator_id, version, field, key.key_id, header)
         )
-    header = bytes([ENVELOPE_VERSION, len(layers)]) + b"".join(k.key_id for k in layers)
     return base64.b64encode(header + data).decode()
 
 
 def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
     """The plaintext value, or ERASED if any of its keys was destroyed."""
-    raw = _b64decode(sealed.envelope)
-    if raw[0] != ENVELOPE_VERSION:
-        raise TamperedData(f"{sealed.field}: unknown envelope version {raw[0]}")
-    count = raw[1]
-    header_end = 2 + count * KEY_ID_BYTES
-    key_ids = [raw[2 + i * KEY_ID_BYTES : 2 + (i + 1) * KEY_ID_BYTES] for i in range(count)]
+    where = f"{sealed.field} of {sealed.originator_id} v{sealed.version}"
+    try:
+        raw = _b64decode(sealed.envelope)
+    except (binascii.Error, ValueError) as e:
+        raise TamperedData(f"{where}: the envelope is not base64") from e
+    if len(raw) < 2 or raw[0] != ENVELOPE_VERSION or raw[1] == 0:
+        raise TamperedData(f"{where}: not an envelope this service writes")
+    header_end = 2 + raw[1] * KEY_ID_BYTES
+    if len(raw) < header_end + NONCE_BYTES + 16:
+        raise TamperedData(f"{where}: the envelope is truncated")
+    header = raw[:header_end]
+    key_ids = [raw[i : i + KEY_ID_BYTES] for i in range(2, header_end, KEY_ID_BYTES)]
     keys = [vault.key_by_id(key_id) for key_id in key_ids]
     if any(key.destroyed for key in keys):
         return ERASED
@@ -98,10 +108,8 @@ def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
             data = key.aead.decrypt(
                 data[:NONCE_BYTES],
                 data[NONCE_BYTES:],
-                _aad(sealed.originator_id, sealed.version, sealed.field, key.key_id),
+                _aad(sealed.originator_id, sealed.version, sealed.field, key.key_id, header),
             )
     except InvalidTag as e:
-        raise TamperedData(
-            f"{sealed.field} of {sealed.originator_id} v{sealed.version} failed authentication"
-        ) from e
+        raise TamperedData(f"{where} failed authentication") from e
     return orjson.loads(data)

@@ -4,8 +4,10 @@ Scopes are `user:<id>` (a person's profile) and `ticket:<id>` (one ticket's cont
 its requester). A key row is never deleted, only emptied: the tombstone remembers that the
 scope was erased, so nothing new is ever written under a fresh key for an erased person.
 
-Destroyed key material must not linger on disk: the SQLite vault runs with `secure_delete`,
-which zeroes freed bytes, and truncates its WAL after every destruction.
+Destroyed key material must not linger in any file: the SQLite vault runs with `secure_delete`,
+which zeroes freed bytes, and with a rollback journal rather than a WAL, since a WAL keeps old
+page images (holding the key) for as long as any reader blocks its checkpoint. A destruction
+therefore waits for readers of the vault to finish, then leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -77,16 +79,19 @@ class _SQLiteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._lock = threading.RLock()
         try:
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA journal_mode=DELETE")
             self._conn.execute("PRAGMA temp_store=MEMORY")
             self._conn.execute("PRAGMA synchronous=FULL")
             for statement in SCHEMA:
                 self._conn.execute(statement)
         except sqlite3.DatabaseError as e:
+            self._conn.close()
             raise KeyVaultError(f"key vault {path} is unreadable or corrupt: {e}") from e
 
     @contextmanager
@@ -102,10 +107,8 @@ class _SQLiteStore:
             cursor.execute("COMMIT")
 
     def after_destroy(self) -> None:
-        # Old page images holding the wrapped key may still sit in the WAL: fold it into the
-        # (zeroed) database pages and cut the WAL file to nothing.
-        with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # secure_delete zeroed the freed bytes and the rollback journal is gone at commit.
+        pass
 
     def close(self) -> None:
         with self._lock:
@@ -190,7 +193,11 @@ class KeyVault:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.lookups = 0  # how often the vault database was asked (for benchmarks)
-        self._check_master_key()
+        try:
+            self._check_master_key()
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
     def open_sqlite(cls, path: Path, master: MasterKey, **kwargs: Any) -> KeyVault:
