@@ -35,3 +35,13 @@ class TamperedData(CryptoError):
     """A sealed value failed authentication: it was altered or moved."""
 
     code = "tampered_data"
+
+
+class HeldByLaw(CryptoError):
+    """A legal hold forbids destroying this person's keys until it is released."""
+
+    code = "legal_hold"
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"a legal hold on {owner} forbids destroying their keys")
+        self.owner = owner

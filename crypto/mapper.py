@@ -75,14 +75,19 @@ class PersonalDataMapper(Mapper[Any]):
         return domain_event
 
     def _layers(self, subjects: tuple[DataSubject, ...], state: dict[str, Any]) -> list[DataKey]:
-        keys: list[DataKey] = []
+        # A layer is redundant when an earlier layer's key has the same owner: erasing that
+        # person destroys both. So a requester's own comment is sealed once, under the ticket,
+        # and no key is created for the redundant layer.
+        layers: list[DataKey] = []
+        owners: set[str] = set()
         for subject in subjects:
             scope = subject.scope_of(state)
-            if any(k.scope == scope for k in keys):
+            owner = subject.owner_of(state)
+            if owner is not None and owner in owners:
                 continue
-            keys.append(self.vault.key_for_writing(scope, subject.owner_of(state)))
-        # A layer is redundant when another layer's key is owned by the same subject: erasing
-        # that subject destroys both. Dropping it keeps, e.g., a requester's own comments
-        # readable under a profile-only anonymization while full erasure still covers them.
-        owners = {k.owner for k in keys if k.owner != k.scope}
-        return [k for k in keys if k.scope not in owners]
+            key = self.vault.key_for_writing(scope, owner)
+            if key.scope in {k.scope for k in layers} or (key.owner or key.scope) in owners:
+                continue
+            owners.add(key.owner or key.scope)
+            layers.append(key)
+        return layers

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from crypto.errors import KeyVaultError, ScopeErased, UnknownKey, WrongMasterKey
+from crypto.errors import HeldByLaw, KeyVaultError, ScopeErased, UnknownKey, WrongMasterKey
 from crypto.master import KEY_BYTES, MasterKey
 
 KEY_ID_BYTES = 16
@@ -43,6 +43,7 @@ SCHEMA = (
     " created_at TEXT NOT NULL,"
     " destroyed_at TEXT)",
     "CREATE INDEX IF NOT EXISTS data_keys_owner ON data_keys (owner)",
+    "CREATE TABLE IF NOT EXISTS legal_holds (owner TEXT PRIMARY KEY, since TEXT NOT NULL)",
 )
 
 
@@ -318,12 +319,36 @@ class KeyVault:
             ).fetchone()
         return bool(row and row[0])
 
+    # Legal holds: checked in the same transaction as every destruction, so no race between a
+    # hold being placed and an erasure can destroy a held person's keys.
+
+    def set_hold(self, owner: str, held: bool) -> None:
+        with self._store.transaction() as c:
+            if held:
+                exists = c.execute("SELECT 1 FROM legal_holds WHERE owner=?", [owner]).fetchone()
+                if exists is None:
+                    c.execute(
+                        "INSERT INTO legal_holds (owner, since) VALUES (?, ?)", [owner, _now()]
+                    )
+            else:
+                c.execute("DELETE FROM legal_holds WHERE owner=?", [owner])
+
+    def held_owners(self) -> set[str]:
+        with self._store.transaction() as c:
+            return {r[0] for r in c.execute("SELECT owner FROM legal_holds").fetchall()}
+
+    @staticmethod
+    def _refuse_if_held(c: Any, owner: str | None) -> None:
+        if owner and c.execute("SELECT 1 FROM legal_holds WHERE owner=?", [owner]).fetchone():
+            raise HeldByLaw(owner)
+
     # Destroying
 
     def destroy_owned_by(self, owner: str) -> Destruction:
         """Crypto-shred a person: their own key and every key they own, in one statement."""
         now = _now()
         with self._store.transaction() as c:
+            self._refuse_if_held(c, owner)
             # Pin the owner's own scope first, so even a person with no key yet has a tombstone
             # and no key can be created for them afterwards.
             if c.execute("SELECT 1 FROM data_keys WHERE scope=?", [owner]).fetchone() is None:
@@ -349,13 +374,14 @@ class KeyVault:
         return Destruction(sorted(r[1] for r in live), [r[0] for r in total])
 
     def destroy_scope(self, scope: str) -> bool:
-        """Crypto-shred one scope (e.g. one ticket's content). True if a live key was destroyed."""
+        """Crypto-shred one scope (a ticket's content, a profile); True if a key was destroyed."""
         with self._store.transaction() as c:
             row = c.execute(
-                "SELECT key_id FROM data_keys WHERE scope=? AND wrapped IS NOT NULL", [scope]
+                "SELECT key_id, owner FROM data_keys WHERE scope=? AND wrapped IS NOT NULL", [scope]
             ).fetchone()
             if row is None:
                 return False
+            self._refuse_if_held(c, row[1])
             c.execute(
                 "UPDATE data_keys SET wrapped=NULL, destroyed_at=? WHERE key_id=?", [_now(), row[0]]
             )

@@ -23,3 +23,9 @@ class NotFound(DomainError):
     """A command names something that does not exist (the API answers 404)."""
 
     code = "not_found"
+
+
+class ProcessingRestricted(DomainError):
+    """The person asked for their data's processing to be restricted (the API answers 423)."""
+
+    code = "processing_restricted"

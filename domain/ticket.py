@@ -16,8 +16,10 @@ from domain.personal import DataSubject, PersonalFields
 # Ticket content (subject, body, comments) is the requester's personal data, under a key of
 # its own so that one ticket can be shredded alone; the requester owns that key.
 TICKET_CONTENT = DataSubject("ticket", id_attr="originator_id", owner_attr="requester_id")
-# A comment is also its author's data: erasing the author must make it unreadable too.
-COMMENT_AUTHOR = DataSubject("user", id_attr="author_id")
+# A comment is also its author's data: erasing the author must make it unreadable too. It goes
+# under the author's "authored content" key rather than their profile key, so anonymizing the
+# author (destroying only the profile key) keeps what they wrote readable for the archive.
+COMMENT_AUTHOR = DataSubject("authored", id_attr="author_id", owner_attr="author_id")
 
 
 class Status(StrEnum):
@@ -86,6 +88,12 @@ class Ticket(Aggregate):
         reason: str
         occurred_at: datetime
 
+    class ContentShredded(Aggregate.Event):
+        """The ticket's content key was destroyed (retention); carries no personal data."""
+
+        reason: str
+        occurred_at: datetime
+
     @event(Opened)
     def __init__(
         self,
@@ -103,6 +111,8 @@ class Ticket(Aggregate):
         self.priority = Priority(priority)
         self.tags = list(tags)
         self.status = Status.NEW
+        self.content_shredded = False
+        self.closed_at: datetime | None = None
         self.comments: list[Comment] = []
         self.created_at = occurred_at
         self.updated_at = occurred_at
@@ -163,6 +173,11 @@ class Ticket(Aggregate):
             raise RuleViolation("only a solved ticket can be closed", code="invalid_transition")
         self._status_changed(status=status.value, reason="requested", occurred_at=occurred_at)
 
+    def record_content_shredded(self, reason: str, occurred_at: datetime) -> None:
+        """Record that the vault destroyed this ticket's content key (retention)."""
+        if not self.content_shredded:
+            self._content_shredded(reason=reason, occurred_at=occurred_at)
+
     # Events: they only set state.
 
     @event(CommentAdded)
@@ -182,6 +197,12 @@ class Ticket(Aggregate):
     def _status_changed(self, status: str, reason: str, occurred_at: datetime) -> None:
         self.status = Status(status)
         self.updated_at = occurred_at
+        if self.status is Status.CLOSED:
+            self.closed_at = occurred_at
+
+    @event(ContentShredded)
+    def _content_shredded(self, reason: str, occurred_at: datetime) -> None:
+        self.content_shredded = True
 
     def _refuse_if_closed(self) -> None:
         if self.status is Status.CLOSED:

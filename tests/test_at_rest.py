@@ -90,12 +90,13 @@ def test_no_plaintext_anywhere_before_and_after_erasure(
         runtime.close()
 
     # The destroyed keys' material is gone from every file of the vault, WAL included.
-    destroyed = {
-        s: w
-        for s, w in wrapped_before.items()
-        if s in (f"user:{ids['person']}", f"ticket:{ids['ticket']}")
-    }
-    assert len(destroyed) == 2
+    erased_scopes = (
+        f"user:{ids['person']}",
+        f"ticket:{ids['ticket']}",
+        f"authored:{ids['person']}",  # their comment on someone else's ticket
+    )
+    destroyed = {s: w for s, w in wrapped_before.items() if s in erased_scopes}
+    assert len(destroyed) == 3
     for path in settings.keys_path.parent.glob(settings.keys_path.name + "*"):
         raw = path.read_bytes()
         for scope, wrapped in destroyed.items():
@@ -103,7 +104,7 @@ def test_no_plaintext_anywhere_before_and_after_erasure(
             assert wrapped[12:28] not in raw, f"part of {scope}'s key survives in {path.name}"
     # Keys of people not erased are still there (the scan above would not be meaningful if the
     # vault simply lost everything).
-    assert len(_wrapped_keys(settings)) == len(wrapped_before) - 2
+    assert len(_wrapped_keys(settings)) == len(wrapped_before) - 3
 
     # Nothing personal reached a log line either.
     assert not [n for n in NEEDLES if n in caplog.text]

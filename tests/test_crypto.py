@@ -840,7 +840,7 @@ def test_comment_layers(runtime: Runtime) -> None:
     assert key_ids(scene.own_comment) == [ticket_key.key_id]
     # Anyone else's: the ticket's key inside, the author's key outside.
     for author, version in ((scene.agent, scene.agent_comment), (scene.other, scene.other_comment)):
-        author_key = vault.key_for_writing(f"user:{author}", f"user:{author}")
+        author_key = vault.key_for_writing(f"authored:{author}", f"user:{author}")
         assert key_ids(version) == [ticket_key.key_id, author_key.key_id]
 
     opened = runtime.desk.sealing_mapper.to_domain_event(_stored_event(runtime, scene.ticket, 1))

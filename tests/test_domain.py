@@ -609,7 +609,7 @@ def test_a_comments_body_is_under_the_ticket_and_under_its_author() -> None:
     # The ticket scope's owner was fixed when the ticket opened; a comment event does not name
     # the requester, so it reports no owner for that scope. The author owns their own scope.
     assert subjects_of(comment) == {
-        "body": [(f"ticket:{ticket.id}", None), (f"user:{AGENT.id}", f"user:{AGENT.id}")]
+        "body": [(f"ticket:{ticket.id}", None), (f"authored:{AGENT.id}", f"user:{AGENT.id}")]
     }
 
 
