@@ -126,7 +126,10 @@ def test_postgres_key_vault(tmp_path: Path, postgres_url: str, pg_schema: str) -
             ).fetchall()
         destroyed = {scope for scope, gone in rows if gone}
         assert destroyed == {f"user:{ids['customer']}", f"ticket:{ids['ticket']}"}
-        assert len(rows) == 3  # the agent's key is untouched
+        # The agent's keys (profile, and what they wrote) are untouched.
+        assert {scope for scope, gone in rows if not gone} == {
+            scope for scope, _ in rows if scope.split(":")[0] in ("user", "authored")
+        } - destroyed
         vault_settings = Settings(
             data_dir=settings.data_dir, database_url=f"{postgres_url}?schema={vault_schema}"
         )
