@@ -35,6 +35,28 @@ class ViewStore:
         self.create_tables()
 
     def create_tables(self) -> None:
+        """Create missing tables; a view whose version changed is dropped and rebuilt."""
+        self.db.execute_script(
+            ["CREATE TABLE IF NOT EXISTS view_versions (name TEXT PRIMARY KEY, version INTEGER)"]
+        )
+        with self.db.transaction() as c:
+            stored = {
+                r["name"]: r["version"]
+                for r in c.execute("SELECT name, version FROM view_versions").fetchall()
+            }
+            for view in self.views:
+                if stored.get(view.name) == view.version:
+                    continue
+                for table in view.tables:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+                c.execute(
+                    f"DELETE FROM {self.tracking_table} WHERE application_name = ?", [view.name]
+                )
+                c.execute("DELETE FROM view_versions WHERE name = ?", [view.name])
+                c.execute(
+                    "INSERT INTO view_versions (name, version) VALUES (?, ?)",
+                    [view.name, view.version],
+                )
         self.db.execute_script(s for view in self.views for s in view.schema)
 
     @contextmanager

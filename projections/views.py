@@ -31,6 +31,7 @@ def sealed_text(value: Any) -> str:
 
 class View(Protocol):
     name: str
+    version: int  # bump when the tables change: the view is then dropped and rebuilt
     tables: tuple[str, ...]
     schema: tuple[str, ...]
 
@@ -41,20 +42,26 @@ class HelpDeskView:
     """Users, tickets and comments; one tracking position for the three tables."""
 
     name = "helpdesk"
+    version = 2
     tables: tuple[str, ...] = ("view_ticket_comments", "view_tickets", "view_users")
     schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_users ("
         " id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-        " name TEXT, email TEXT, phone TEXT, organization TEXT,"
-        " erased INTEGER NOT NULL DEFAULT 0,"
+        " name TEXT, email TEXT, phone TEXT, organization TEXT, organization_id TEXT,"
+        " erased INTEGER NOT NULL DEFAULT 0, anonymized INTEGER NOT NULL DEFAULT 0,"
+        " restricted INTEGER NOT NULL DEFAULT 0, on_hold INTEGER NOT NULL DEFAULT 0,"
+        " last_active_at TEXT NOT NULL,"
         " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS view_users_organization ON view_users (organization_id)",
+        "CREATE INDEX IF NOT EXISTS view_users_activity ON view_users (kind, last_active_at)",
         "CREATE TABLE IF NOT EXISTS view_tickets ("
         " id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, assignee_id TEXT,"
         " status TEXT NOT NULL, priority TEXT NOT NULL, tags TEXT NOT NULL,"
-        " subject TEXT, body TEXT,"
+        " subject TEXT, body TEXT, closed_at TEXT, content_shredded INTEGER NOT NULL DEFAULT 0,"
         " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS view_tickets_created ON view_tickets (created_at, id)",
         "CREATE INDEX IF NOT EXISTS view_tickets_status ON view_tickets (status, created_at, id)",
+        "CREATE INDEX IF NOT EXISTS view_tickets_closed ON view_tickets (status, closed_at)",
         "CREATE INDEX IF NOT EXISTS view_tickets_requester"
         " ON view_tickets (requester_id, created_at, id)",
         "CREATE INDEX IF NOT EXISTS view_tickets_assignee"
@@ -71,10 +78,14 @@ class HelpDeskView:
         if handler is not None:
             handler(self, c, event)
 
+    # Users
+
     def _user_registered(self, c: Cursor, e: User.Registered) -> None:
+        at = timestamp(e.occurred_at)
         c.execute(
-            "INSERT INTO view_users (id, kind, name, email, phone, organization, erased,"
-            " created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+            "INSERT INTO view_users (id, kind, name, email, phone, organization, organization_id,"
+            " last_active_at, created_at, updated_at, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 str(e.originator_id),
                 e.kind,
@@ -82,8 +93,10 @@ class HelpDeskView:
                 sealed_text(e.email),
                 sealed_text(e.phone),
                 sealed_text(e.organization),
-                timestamp(e.occurred_at),
-                timestamp(e.occurred_at),
+                str(e.organization_id) if e.organization_id else None,
+                at,
+                at,
+                at,
                 e.originator_version,
             ],
         )
@@ -93,16 +106,57 @@ class HelpDeskView:
         fields = [f for f in e.changed if f in allowed]
         sets = "".join(f"{f} = ?, " for f in fields)
         values = [sealed_text(getattr(e, f)) for f in fields]
+        at = timestamp(e.occurred_at)
         c.execute(
-            f"UPDATE view_users SET {sets}updated_at = ?, version = ? WHERE id = ?",
-            [*values, timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
+            f"UPDATE view_users SET {sets}last_active_at = ?, updated_at = ?, version = ?"
+            " WHERE id = ?",
+            [*values, at, at, e.originator_version, str(e.originator_id)],
         )
 
+    def _organization_linked(self, c: Cursor, e: User.OrganizationLinked) -> None:
+        org = str(e.organization_id) if e.organization_id else None
+        self._set_user(c, e, organization_id=org)
+
+    def _restricted(self, c: Cursor, e: User.Restricted) -> None:
+        self._set_user(c, e, restricted=1)
+
+    def _unrestricted(self, c: Cursor, e: User.Unrestricted) -> None:
+        self._set_user(c, e, restricted=0)
+
+    def _hold_placed(self, c: Cursor, e: User.LegalHoldPlaced) -> None:
+        self._set_user(c, e, on_hold=1)
+
+    def _hold_released(self, c: Cursor, e: User.LegalHoldReleased) -> None:
+        self._set_user(c, e, on_hold=0)
+
+    def _anonymized(self, c: Cursor, e: User.Anonymized) -> None:
+        self._set_user(c, e, anonymized=1)
+
     def _subject_erased(self, c: Cursor, e: User.SubjectErased) -> None:
+        self._set_user(c, e, erased=1)
+
+    def _user_version(self, c: Cursor, e: Any) -> None:
+        self._set_user(c, e)
+
+    def _set_user(self, c: Cursor, e: Any, **columns: Any) -> None:
+        sets = "".join(f"{name} = ?, " for name in columns)
         c.execute(
-            "UPDATE view_users SET erased = 1, updated_at = ?, version = ? WHERE id = ?",
-            [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
+            f"UPDATE view_users SET {sets}updated_at = ?, version = ? WHERE id = ?",
+            [
+                *columns.values(),
+                timestamp(e.occurred_at),
+                e.originator_version,
+                str(e.originator_id),
+            ],
         )
+
+    def _active(self, c: Cursor, user_id: Any, at: datetime) -> None:
+        c.execute(
+            "UPDATE view_users SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
+            [timestamp(at), str(user_id), timestamp(at)],
+        )
+
+    # Tickets
 
     def _ticket_opened(self, c: Cursor, e: Ticket.Opened) -> None:
         c.execute(
@@ -121,6 +175,7 @@ class HelpDeskView:
                 e.originator_version,
             ],
         )
+        self._active(c, e.requester_id, e.occurred_at)
 
     def _comment_added(self, c: Cursor, e: Ticket.CommentAdded) -> None:
         c.execute(
@@ -136,6 +191,7 @@ class HelpDeskView:
             ],
         )
         self._touch(c, e)
+        self._active(c, e.author_id, e.occurred_at)
 
     def _assigned(self, c: Cursor, e: Ticket.Assigned) -> None:
         c.execute(
@@ -145,8 +201,16 @@ class HelpDeskView:
         self._touch(c, e)
 
     def _status_changed(self, c: Cursor, e: Ticket.StatusChanged) -> None:
+        closed_at = timestamp(e.occurred_at) if e.status == "closed" else None
         c.execute(
-            "UPDATE view_tickets SET status = ? WHERE id = ?", [e.status, str(e.originator_id)]
+            "UPDATE view_tickets SET status = ?, closed_at = ? WHERE id = ?",
+            [e.status, closed_at, str(e.originator_id)],
+        )
+        self._touch(c, e)
+
+    def _content_shredded(self, c: Cursor, e: Ticket.ContentShredded) -> None:
+        c.execute(
+            "UPDATE view_tickets SET content_shredded = 1 WHERE id = ?", [str(e.originator_id)]
         )
         self._touch(c, e)
 
@@ -159,9 +223,18 @@ class HelpDeskView:
     _handlers: dict[type, Any] = {
         User.Registered: _user_registered,
         User.ProfileUpdated: _profile_updated,
+        User.OrganizationLinked: _organization_linked,
+        User.Restricted: _restricted,
+        User.Unrestricted: _unrestricted,
+        User.LegalHoldPlaced: _hold_placed,
+        User.LegalHoldReleased: _hold_released,
+        User.Anonymized: _anonymized,
         User.SubjectErased: _subject_erased,
+        User.ConsentRecorded: _user_version,
+        User.ErasureBlocked: _user_version,
         Ticket.Opened: _ticket_opened,
         Ticket.CommentAdded: _comment_added,
         Ticket.Assigned: _assigned,
         Ticket.StatusChanged: _status_changed,
+        Ticket.ContentShredded: _content_shredded,
     }

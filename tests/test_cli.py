@@ -161,9 +161,14 @@ def test_views_rebuild_and_status(tmp_path: Path) -> None:
     applied = json.loads(rebuilt.stdout)["events_applied"]
     assert applied > 20
     status = json.loads(run_cli(data, "views", "status", "--json").stdout)
-    assert status == [{"view": "helpdesk", "position": applied, "head": applied, "lag": 0}]
+    assert status == [
+        {"view": view, "position": applied, "head": applied, "lag": 0}
+        for view in ("helpdesk", "compliance")
+    ]
     human = run_cli(data, "views", "rebuild")
-    assert f"rebuilt helpdesk from {applied:,} events" in human.stdout
+    assert f"rebuilt helpdesk, compliance from {applied:,} events" in human.stdout
+    only = json.loads(run_cli(data, "views", "rebuild", "--view", "compliance", "--json").stdout)
+    assert only == {"views": ["compliance"], "events_applied": applied}
     assert run_cli(data, "views", "rebuild", "--view", "nope").returncode == 2
 
 

@@ -19,9 +19,13 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import EventStore, IntegrityError, Mapper
 from eventsourcing.utils import Environment
 
+from crypto.errors import HeldByLaw
 from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
+from domain.access import AccessRecord
 from domain.errors import NotFound, RuleViolation
+from domain.organization import Organization
+from domain.retention import RetentionRule, RetentionSchedule
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 
@@ -34,6 +38,13 @@ COMMAND_ATTEMPTS = 30
 RETRY_PAUSE = 0.004
 
 
+class _Unset:
+    pass
+
+
+UNSET: Any = _Unset()
+
+
 @dataclass(frozen=True)
 class ErasureReport:
     subject_id: UUID
@@ -41,6 +52,16 @@ class ErasureReport:
     keys_destroyed_now: list[str]
     keys_destroyed: list[str]
     erased_at: datetime
+    position: int | None  # notification id of the SubjectErased event (None if already erased)
+
+
+@dataclass(frozen=True)
+class AnonymizationReport:
+    subject_id: UUID
+    already_anonymized: bool
+    key_destroyed: str
+    anonymized_at: datetime
+    position: int | None
 
 
 class HelpDesk(Application[UUID]):
@@ -79,58 +100,37 @@ class HelpDesk(Application[UUID]):
         email: str,
         phone: str | None = None,
         organization: str | None = None,
+        organization_id: UUID | None = None,
     ) -> UUID:
+        if organization_id is not None:
+            self.get(Organization, organization_id)
         user = User(
             kind=UserKind(kind).value,
             name=name,
             email=email,
             phone=phone,
             organization=organization,
+            organization_id=organization_id,
             occurred_at=self.clock(),
         )
         self.save(user)
         return user.id
 
-    def update_user(self, user_id: UUID, changes: dict[str, Any]) -> None:
+    def update_user(
+        self, user_id: UUID, changes: dict[str, Any], organization_id: Any = UNSET
+    ) -> None:
+        if organization_id is not UNSET and organization_id is not None:
+            self.get(Organization, organization_id)
+
         def command() -> User:
-            user = self._get(User, user_id)
-            user.update_profile(changes, self.clock())
+            user = self.get(User, user_id)
+            now = self.clock()
+            user.update_profile(changes, now)
+            if organization_id is not UNSET:
+                user.link_organization(organization_id, now)
             return user
 
-        self._run(command)
-
-    def erase_subject(self, user_id: UUID) -> ErasureReport:
-        """Crypto-shred a person: destroy their keys first, then record it in their stream.
-
-        Keys go first so that a crash in between leaves the data unreadable; repeating the
-        erasure then records the event. Cost does not grow with the person's events.
-        """
-        user = self._get(User, user_id)
-        scope = f"user:{user_id}"
-        destruction = self.vault.destroy_owned_by(scope)
-        if user.erased:
-            return ErasureReport(
-                user_id,
-                True,
-                destruction.destroyed_now,
-                destruction.destroyed_total,
-                user.erased_at,
-            )
-
-        def command() -> User:
-            fresh = self._get(User, user_id)
-            if not fresh.erased:
-                fresh.erase(len(destruction.destroyed_total), self.clock())
-            return fresh
-
-        erased = self._run(command)
-        return ErasureReport(
-            user_id,
-            False,
-            destruction.destroyed_now,
-            destruction.destroyed_total,
-            erased.erased_at,
-        )
+        self.run(command)
 
     # Tickets
 
@@ -142,7 +142,7 @@ class HelpDesk(Application[UUID]):
         priority: Priority = Priority.NORMAL,
         tags: list[str] | None = None,
     ) -> UUID:
-        requester = self._live_user(requester_id, role="requester")
+        requester = self._actor(requester_id, role="requester")
         ticket = Ticket.open(
             requester_id=requester.id,
             subject=subject,
@@ -158,30 +158,30 @@ class HelpDesk(Application[UUID]):
         author = self._author(author_id, role="author")
 
         def command() -> Ticket:
-            ticket = self._get(Ticket, ticket_id)
+            ticket = self._ticket_for_processing(ticket_id)
             ticket.add_comment(author, body, public, self.clock())
             return ticket
 
-        ticket = self._run(command)
+        ticket = self.run(command)
         return ticket.comments[-1].version
 
     def assign(self, ticket_id: UUID, assignee_id: UUID) -> None:
         assignee = self._author(assignee_id, role="assignee")
 
         def command() -> Ticket:
-            ticket = self._get(Ticket, ticket_id)
+            ticket = self._ticket_for_processing(ticket_id)
             ticket.assign(assignee, self.clock())
             return ticket
 
-        self._run(command)
+        self.run(command)
 
     def change_status(self, ticket_id: UUID, status: Status) -> None:
         def command() -> Ticket:
-            ticket = self._get(Ticket, ticket_id)
+            ticket = self._ticket_for_processing(ticket_id)
             ticket.change_status(status, self.clock())
             return ticket
 
-        self._run(command)
+        self.run(command)
 
     def history(self, aggregate_id: UUID) -> list[DomainEventProtocol[UUID]]:
         """Every event of one aggregate, personal fields opened (or ERASED)."""
@@ -196,9 +196,201 @@ class HelpDesk(Application[UUID]):
             raise NotFound(f"no ticket with id {ticket_id}")
         return events
 
+    # Erasure and anonymization
+
+    def erase_subject(self, user_id: UUID, reason: str = "request") -> ErasureReport:
+        """Crypto-shred a person: destroy their keys first, then record it in their stream.
+
+        Keys go first so that a crash in between leaves the data unreadable; repeating the
+        erasure then records the event. Cost does not grow with the person's events. A legal
+        hold refuses it, checked by the vault in the same transaction as the destruction.
+        """
+        user = self.get(User, user_id)
+        if not user.erased:
+            self._refuse_if_held(user, "erasure")
+        destruction = self._destroy(
+            user_id, "erasure", self.vault.destroy_owned_by, f"user:{user_id}"
+        )
+        if user.erased:
+            return ErasureReport(
+                user_id,
+                True,
+                destruction.destroyed_now,
+                destruction.destroyed_total,
+                user.erased_at,
+                None,
+            )
+
+        def command() -> User:
+            fresh = self.get(User, user_id)
+            if not fresh.erased:
+                fresh.erase(len(destruction.destroyed_total), self.clock(), reason)
+            return fresh
+
+        erased, position = self.run_recorded(command)
+        return ErasureReport(
+            user_id,
+            False,
+            destruction.destroyed_now,
+            destruction.destroyed_total,
+            erased.erased_at,
+            position,
+        )
+
+    def anonymize_subject(self, user_id: UUID, reason: str = "request") -> AnonymizationReport:
+        """Destroy only the profile key: the person's tickets stay readable, pseudonymously."""
+        user = self.get(User, user_id)
+        scope = f"user:{user_id}"
+        if user.erased:
+            raise RuleViolation("this person has already been erased", code="subject_erased")
+        if user.anonymized:
+            return AnonymizationReport(user_id, True, scope, user.anonymized_at, None)
+        self._refuse_if_held(user, "anonymization")
+        self._destroy(user_id, "anonymization", self.vault.destroy_scope, scope)
+
+        def command() -> User:
+            fresh = self.get(User, user_id)
+            fresh.anonymize(reason, self.clock())
+            return fresh
+
+        anonymized, position = self.run_recorded(command)
+        return AnonymizationReport(user_id, False, scope, anonymized.anonymized_at, position)
+
+    def shred_ticket_content(self, ticket_id: UUID, reason: str) -> bool:
+        """Destroy one ticket's content key (retention). False if it was already shredded."""
+        ticket = self.get(Ticket, ticket_id)
+        requester = self.get(User, ticket.requester_id)
+        self._refuse_if_held(requester, f"shredding ticket {ticket_id}")
+        destroyed: bool = self._destroy(
+            requester.id,
+            f"shredding ticket {ticket_id}",
+            self.vault.destroy_scope,
+            f"ticket:{ticket_id}",
+        )
+        if ticket.content_shredded:
+            return destroyed  # recorded before; True only if a restored vault had the key again
+
+        def command() -> Ticket:
+            fresh = self.get(Ticket, ticket_id)
+            fresh.record_content_shredded(reason, self.clock())
+            return fresh
+
+        self.run(command)
+        return True
+
+    def _destroy(self, user_id: UUID, action: str, destroy: Callable[[str], Any], arg: str) -> Any:
+        try:
+            return destroy(arg)
+        except HeldByLaw:
+            self._record_blocked(user_id, action)
+            raise RuleViolation(
+                f"a legal hold forbids {action} until it is released", code="legal_hold"
+            ) from None
+
+    def _refuse_if_held(self, user: User, action: str) -> None:
+        if user.on_legal_hold:
+            self._record_blocked(user.id, action)
+            user.ensure_not_held(action)
+
+    def _record_blocked(self, user_id: UUID, action: str) -> None:
+        def command() -> User:
+            user = self.get(User, user_id)
+            user.record_blocked(action, self.clock())
+            return user
+
+        self.run(command)
+
+    # Restriction, consent, legal hold
+
+    def restrict(self, user_id: UUID) -> None:
+        self._user_command(user_id, lambda u, now: u.restrict(now))
+
+    def unrestrict(self, user_id: UUID) -> None:
+        self._user_command(user_id, lambda u, now: u.unrestrict(now))
+
+    def record_consent(
+        self, user_id: UUID, purpose: str, policy_version: str, granted: bool
+    ) -> None:
+        self._user_command(
+            user_id, lambda u, now: u.record_consent(purpose, policy_version, granted, now)
+        )
+
+    def place_hold(self, user_id: UUID, reason: str) -> None:
+        # The vault learns of the hold first: from then on it refuses to destroy their keys.
+        user = self.get(User, user_id)
+        if user.erased:
+            raise RuleViolation("this person has been erased", code="subject_erased")
+        self.vault.set_hold(f"user:{user_id}", True)
+        self._user_command(user_id, lambda u, now: u.place_hold(reason, now))
+
+    def release_hold(self, user_id: UUID) -> None:
+        user = self.get(User, user_id)
+        if not user.on_legal_hold:
+            raise RuleViolation("there is no legal hold to release", code="not_on_hold")
+        self.vault.set_hold(f"user:{user_id}", False)
+        self._user_command(user_id, lambda u, now: u.release_hold(now))
+
+    def _user_command(self, user_id: UUID, change: Callable[[User, datetime], None]) -> None:
+        def command() -> User:
+            user = self.get(User, user_id)
+            change(user, self.clock())
+            return user
+
+        self.run(command)
+
+    # Organizations and retention
+
+    def register_organization(self, name: str) -> UUID:
+        organization = Organization(name=name, occurred_at=self.clock())
+        self.save(organization)
+        return organization.id
+
+    def end_contract(self, organization_id: UUID, ended_at: datetime | None = None) -> None:
+        def command() -> Organization:
+            organization = self.get(Organization, organization_id)
+            now = self.clock()
+            organization.end_contract(ended_at or now, now)
+            return organization
+
+        self.run(command)
+
+    def retention_rules(self) -> list[RetentionRule]:
+        try:
+            schedule = self.get(RetentionSchedule, RetentionSchedule.ID)
+        except NotFound:
+            return []
+        return list(schedule.rules)
+
+    def set_retention_rules(self, rules: list[RetentionRule]) -> None:
+        def command() -> RetentionSchedule:
+            try:
+                schedule = self.get(RetentionSchedule, RetentionSchedule.ID)
+            except NotFound:
+                schedule = RetentionSchedule(occurred_at=self.clock())
+            schedule.replace_rules(rules, self.clock())
+            return schedule
+
+        self.run(command)
+
+    # Staff activity
+
+    def record_access(
+        self, token_id: str, token_name: str, role: str, endpoint: str, subjects: list[UUID]
+    ) -> None:
+        record = AccessRecord(
+            token_id=token_id,
+            token_name=token_name,
+            role=role,
+            endpoint=endpoint,
+            subject_ids=sorted(subjects),
+            occurred_at=self.clock(),
+        )
+        self.save(record)
+
     # Helpers
 
-    def _get(self, cls: type[A], aggregate_id: UUID) -> A:
+    def get(self, cls: type[A], aggregate_id: UUID) -> A:
+        """An aggregate with personal fields left sealed; NotFound if absent or not a `cls`."""
         try:
             aggregate: Aggregate = self.sealed.get(aggregate_id)
         except AggregateNotFoundError:
@@ -209,27 +401,43 @@ class HelpDesk(Application[UUID]):
 
     def _live_user(self, user_id: UUID, role: str) -> User:
         try:
-            user = self._get(User, user_id)
+            user = self.get(User, user_id)
         except NotFound:
             raise NotFound(f"{role} {user_id} does not exist") from None
         if user.erased:
             raise RuleViolation(f"{role} {user_id} has been erased", code="subject_erased")
         return user
 
-    def _author(self, user_id: UUID, role: str) -> Author:
+    def _actor(self, user_id: UUID, role: str) -> User:
         user = self._live_user(user_id, role)
+        user.ensure_can_act()
+        return user
+
+    def _author(self, user_id: UUID, role: str) -> Author:
+        user = self._actor(user_id, role)
         return Author(user.id, user.is_agent)
 
-    def _run(self, command: Callable[[], A]) -> A:
+    def _ticket_for_processing(self, ticket_id: UUID) -> Ticket:
+        """A ticket whose requester has not restricted processing."""
+        ticket = self.get(Ticket, ticket_id)
+        self.get(User, ticket.requester_id).ensure_not_restricted()
+        return ticket
+
+    def run(self, command: Callable[[], A]) -> A:
         """Run a load-decide-save command, again on a version conflict."""
+        return self.run_recorded(command)[0]
+
+    def run_recorded(self, command: Callable[[], A]) -> tuple[A, int | None]:
+        """Like `run`, also giving the log position of the last event saved (None if none)."""
         for attempt in range(COMMAND_ATTEMPTS):
             aggregate = command()
             try:
-                self.save(aggregate)
+                recordings = self.save(aggregate)
             except IntegrityError:
                 if attempt == COMMAND_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0, RETRY_PAUSE * (attempt + 1)))  # noqa: S311
                 continue
-            return aggregate
+            position = recordings[-1].notification.id if recordings else None
+            return aggregate, position
         raise AssertionError("unreachable")

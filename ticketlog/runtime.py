@@ -11,6 +11,7 @@ from api.tokens import TokenStore
 from crypto.errors import KeyVaultError
 from crypto.master import MasterKey
 from crypto.vault import KeyVault
+from projections.compliance import ComplianceView
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
 from projections.sql import Database, ensure_schema
@@ -21,7 +22,7 @@ from ticketlog.desk import Clock, HelpDesk
 
 
 def all_views() -> list[View]:
-    return [HelpDeskView()]
+    return [HelpDeskView(), ComplianceView()]
 
 
 def event_store_has_events(settings: Settings) -> bool:
