@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import health, subjects, tickets, users
+from api.routers import health, organizations, retention, subjects, tickets, users
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -21,11 +21,21 @@ def create_app(runtime: Runtime) -> FastAPI:
         responses={
             401: {"model": ErrorOut, "description": "no or unknown token"},
             403: {"model": ErrorOut, "description": "the role may not do this"},
+            404: {"model": ErrorOut, "description": "unknown id"},
+            409: {"model": ErrorOut, "description": "a rule forbids it (see the code)"},
             422: {"model": ErrorOut, "description": "invalid input"},
+            423: {"model": ErrorOut, "description": "the person restricted processing"},
         },
     )
     app.state.runtime = runtime
     errors.install(app)
-    for router in (health.router, users.router, tickets.router, subjects.router):
+    for router in (
+        health.router,
+        users.router,
+        tickets.router,
+        subjects.router,
+        organizations.router,
+        retention.router,
+    ):
         app.include_router(router)
     return app

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from crypto.errors import KeyVaultError, ScopeErased, TamperedData
-from domain.errors import DomainError, NotFound
+from domain.errors import DomainError, NotFound, ProcessingRestricted
 from projections.queries import BadCursor
 
 log = logging.getLogger("ticketlog.api")
@@ -59,6 +59,7 @@ _HTTP_CODES = {
     406: "not_acceptable",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    423: "processing_restricted",
 }
 
 
@@ -94,6 +95,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> Response:
         return error_response(404, "not_found", exc.message)
+
+    @app.exception_handler(ProcessingRestricted)
+    async def restricted(_: Request, exc: ProcessingRestricted) -> Response:
+        return error_response(423, exc.code, exc.message)
 
     @app.exception_handler(DomainError)
     async def rule(_: Request, exc: DomainError) -> Response:

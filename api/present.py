@@ -1,4 +1,8 @@
-"""Turns view rows (personal fields sealed) into response bodies (opened, or null if erased)."""
+"""Turns view rows (personal fields sealed) into response bodies (opened, or null if erased).
+
+The Opener also notes whose data it opened, for the access log, and keeps a restricted
+person's data from roles that may not process it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+from api.errors import ApiError
 from crypto.fields import Sealed, open_sealed
 from crypto.vault import KeyVault
 from domain.personal import Erased, personal_fields_of
@@ -17,34 +22,64 @@ HIDDEN_EVENT_FIELDS = frozenset(
 )
 
 
+def restricted_error() -> ApiError:
+    return ApiError(
+        423,
+        "processing_restricted",
+        "this person has restricted the processing of their data; only compliance may see it",
+    )
+
+
 class Opener:
     """Opens sealed values for one response; the vault caches keys across responses."""
 
-    def __init__(self, vault: KeyVault) -> None:
+    def __init__(self, vault: KeyVault, *, may_see_restricted: bool = False) -> None:
         self.vault = vault
+        self.may_see_restricted = may_see_restricted
+        self.subjects: set[UUID] = set()  # whose personal data this response revealed
 
     def value(self, sealed: Sealed | None) -> Any:
+        """The opened value, or None if absent or erased."""
+        value = self._open(sealed)
+        return None if isinstance(value, Erased) else value
+
+    def _open(self, sealed: Sealed | None) -> Any:
         if sealed is None:
             return None
         value = open_sealed(sealed, self.vault)
-        return None if isinstance(value, Erased) else value
+        if not isinstance(value, Erased):
+            for key_id in sealed.key_ids:
+                owner = self.vault.key_by_id(key_id).owner
+                if owner and owner.startswith("user:"):
+                    self.subjects.add(UUID(owner.removeprefix("user:")))
+        return value
 
     def user(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["restricted"] and not self.may_see_restricted:
+            raise restricted_error()
         out = dict(row)
-        # Keys may be gone before the erasure event reached the view (a crash in between),
-        # so a profile that no longer opens counts as erased too.
-        erased = bool(row["erased"])
+        profile_gone = False
         for field in USER_PERSONAL:
-            raw = open_sealed(row[field], self.vault)
-            erased = erased or isinstance(raw, Erased)
-            out[field] = None if isinstance(raw, Erased) else raw
-        out["erased"] = erased
+            value = self._open(row[field])
+            profile_gone = profile_gone or isinstance(value, Erased)
+            out[field] = None if isinstance(value, Erased) else value
+        # Keys may be gone before the erasure event reached the view (a crash in between, or
+        # a restored old log): a profile that no longer opens counts as erased too.
+        out["erased"] = bool(row["erased"]) or (profile_gone and not row["anonymized"])
         return out
 
     def comment(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["author_restricted"] and not self.may_see_restricted:
+            return {**row, "body": None}
         return {**row, "body": self.value(row["body"])}
 
-    def ticket(self, row: dict[str, Any]) -> dict[str, Any]:
+    def ticket(self, row: dict[str, Any], *, in_list: bool = False) -> dict[str, Any]:
+        """A ticket opened; a restricted requester's ticket is refused (423), or in a list
+        shown without its personal fields."""
+        if row["requester_restricted"] and not self.may_see_restricted:
+            if not in_list:
+                raise restricted_error()
+            return {**row, "subject": None, "body": None, "comments": []}
         out = {**row, "subject": self.value(row["subject"])}
         if "body" in row:
             out["body"] = self.value(row["body"])

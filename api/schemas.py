@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from domain.retention import RetentionKind
 from domain.ticket import Priority, Status
 from domain.user import UserKind
 
@@ -39,6 +40,7 @@ class UserCreate(Strict):
     email: EmailStr
     phone: Phone | None = None
     organization: Organization | None = None
+    organization_id: UUID | None = None
 
 
 class UserPatch(Strict):
@@ -46,6 +48,7 @@ class UserPatch(Strict):
     email: EmailStr | None = None
     phone: Phone | None = None
     organization: Organization | None = None
+    organization_id: UUID | None = None
 
 
 class UserOut(BaseModel):
@@ -55,7 +58,11 @@ class UserOut(BaseModel):
     email: str | None
     phone: str | None
     organization: str | None
+    organization_id: UUID | None
     erased: bool
+    anonymized: bool
+    restricted: bool
+    on_legal_hold: bool
     created_at: datetime
     updated_at: datetime
     version: int
@@ -146,6 +153,92 @@ class Erasure(BaseModel):
     keys_destroyed_now: list[str]
 
 
+class Anonymization(BaseModel):
+    subject_id: UUID
+    anonymized: bool
+    already_anonymized: bool
+    anonymized_at: datetime
+    key_destroyed: str
+
+
+Purpose = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.:-]*$")
+]
+PolicyVersion = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class ConsentIn(Strict):
+    purpose: Purpose
+    policy_version: PolicyVersion
+    granted: bool
+
+
+class ConsentOut(BaseModel):
+    purpose: str
+    policy_version: str
+    granted: bool
+    at: datetime
+
+
+class Consents(BaseModel):
+    subject_id: UUID
+    current: list[ConsentOut]
+    history: list[ConsentOut]
+
+
+class HoldIn(Strict):
+    reason: Reason
+
+
+class SubjectState(BaseModel):
+    subject_id: UUID
+    restricted: bool
+    on_legal_hold: bool
+
+
+class OrganizationIn(Strict):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ContractEndIn(Strict):
+    ended_at: datetime | None = None
+
+
+class OrganizationOut(BaseModel):
+    id: UUID
+    name: str
+    contract_ended_at: datetime | None
+    members: int
+    created_at: datetime
+
+
+class RetentionRuleIn(Strict):
+    kind: RetentionKind
+    after_days: int = Field(ge=0, le=36_500)
+
+
+class RetentionRules(Strict):
+    rules: list[RetentionRuleIn] = Field(max_length=20)
+
+
+class RetentionActionOut(BaseModel):
+    action: str
+    target_id: UUID
+    rule: str
+    reason: str
+    blocked_by_legal_hold: bool
+    done: bool
+
+
+class RetentionRun(BaseModel):
+    dry_run: bool
+    ran_at: datetime
+    actions: list[RetentionActionOut]
+
+
 class ExportComment(BaseModel):
     ticket_id: UUID
     author_id: UUID
@@ -158,12 +251,36 @@ class ExportTicket(TicketOut):
     pass
 
 
+class RestrictionChange(BaseModel):
+    restricted: bool
+    at: datetime
+
+
+class LegalHoldPeriod(BaseModel):
+    reason: str | None
+    placed_at: datetime
+    released_at: datetime | None
+
+
+class AccessEntry(BaseModel):
+    at: datetime
+    token_name: str
+    role: str
+    endpoint: str
+
+
 class Export(BaseModel):
+    """Everything ticketlog holds about one person (rights of access and portability)."""
+
     subject_id: UUID
     exported_at: datetime
     profile: UserOut
     tickets_requested: list[ExportTicket]
     comments_elsewhere: list[ExportComment]
+    consents: list[ConsentOut]
+    restrictions: list[RestrictionChange]
+    legal_holds: list[LegalHoldPeriod]
+    access_log: list[AccessEntry]
 
 
 class ErrorBody(BaseModel):

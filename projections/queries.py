@@ -14,6 +14,16 @@ from projections.sql import Database
 
 USER_PERSONAL = ("name", "email", "phone", "organization")
 
+# Every ticket and comment read carries whether its person restricted processing.
+TICKETS = (
+    "SELECT t.*, COALESCE(r.restricted, 0) AS requester_restricted FROM view_tickets t"
+    " LEFT JOIN view_users r ON r.id = t.requester_id"
+)
+COMMENTS = (
+    "SELECT m.*, COALESCE(a.restricted, 0) AS author_restricted FROM view_ticket_comments m"
+    " LEFT JOIN view_users a ON a.id = m.author_id"
+)
+
 
 class BadCursor(ValueError):
     """A pagination cursor that this service did not hand out."""
@@ -28,7 +38,12 @@ def _user(row: Any) -> dict[str, Any]:
         "id": row["id"],
         "kind": row["kind"],
         **{f: _sealed(row[f]) for f in USER_PERSONAL},
+        "organization_id": row["organization_id"],
         "erased": bool(row["erased"]),
+        "anonymized": bool(row["anonymized"]),
+        "restricted": bool(row["restricted"]),
+        "on_legal_hold": bool(row["on_hold"]),
+        "last_active_at": row["last_active_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "version": row["version"],
@@ -45,6 +60,9 @@ def _ticket(row: Any) -> dict[str, Any]:
         "tags": orjson.loads(row["tags"]),
         "subject": _sealed(row["subject"]),
         "body": _sealed(row["body"]),
+        "content_shredded": bool(row["content_shredded"]),
+        "closed_at": row["closed_at"],
+        "requester_restricted": bool(row["requester_restricted"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "version": row["version"],
@@ -57,6 +75,7 @@ def _comment(row: Any) -> dict[str, Any]:
         "author_id": row["author_id"],
         "body": _sealed(row["body"]),
         "public": bool(row["public"]),
+        "author_restricted": bool(row["author_restricted"]),
         "created_at": row["created_at"],
         "version": row["version"],
     }
@@ -96,12 +115,11 @@ class Queries:
 
     def ticket(self, ticket_id: str) -> dict[str, Any] | None:
         with self.db.transaction(commit=False) as c:
-            row = c.execute("SELECT * FROM view_tickets WHERE id = ?", [ticket_id]).fetchone()
+            row = c.execute(f"{TICKETS} WHERE t.id = ?", [ticket_id]).fetchone()
             if row is None:
                 return None
             comments = c.execute(
-                "SELECT * FROM view_ticket_comments WHERE ticket_id = ? ORDER BY version",
-                [ticket_id],
+                f"{COMMENTS} WHERE m.ticket_id = ? ORDER BY m.version", [ticket_id]
             ).fetchall()
         return {**_ticket(row), "comments": [_comment(r) for r in comments]}
 
@@ -113,16 +131,16 @@ class Queries:
         for column in ("status", "requester_id", "assignee_id"):
             value = getattr(where, column)
             if value is not None:
-                clauses.append(f"{column} = ?")
+                clauses.append(f"t.{column} = ?")
                 params.append(value)
         if cursor is not None:
             created_at, ticket_id = decode_cursor(cursor)
-            clauses.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            clauses.append("(t.created_at > ? OR (t.created_at = ? AND t.id > ?))")
             params += [created_at, created_at, ticket_id]
-        sql = "SELECT * FROM view_tickets"
+        sql = TICKETS
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_at, id LIMIT ?"
+        sql += " ORDER BY t.created_at, t.id LIMIT ?"
         with self.db.transaction(commit=False) as c:
             rows = c.execute(sql, [*params, limit + 1]).fetchall()
         items = [_ticket(r) for r in rows[:limit]]
@@ -135,12 +153,10 @@ class Queries:
     def tickets_requested_by(self, user_id: str) -> list[dict[str, Any]]:
         with self.db.transaction(commit=False) as c:
             rows = c.execute(
-                "SELECT * FROM view_tickets WHERE requester_id = ? ORDER BY created_at, id",
-                [user_id],
+                f"{TICKETS} WHERE t.requester_id = ? ORDER BY t.created_at, t.id", [user_id]
             ).fetchall()
             comments = c.execute(
-                "SELECT m.* FROM view_ticket_comments m"
-                " JOIN view_tickets t ON t.id = m.ticket_id"
+                f"{COMMENTS} JOIN view_tickets t ON t.id = m.ticket_id"
                 " WHERE t.requester_id = ? ORDER BY m.ticket_id, m.version",
                 [user_id],
             ).fetchall()
@@ -153,10 +169,88 @@ class Queries:
         """Comments the person wrote on tickets someone else requested."""
         with self.db.transaction(commit=False) as c:
             rows = c.execute(
-                "SELECT m.* FROM view_ticket_comments m"
-                " JOIN view_tickets t ON t.id = m.ticket_id"
+                f"{COMMENTS} JOIN view_tickets t ON t.id = m.ticket_id"
                 " WHERE m.author_id = ? AND t.requester_id <> ?"
                 " ORDER BY m.created_at, m.ticket_id, m.version",
                 [user_id, user_id],
             ).fetchall()
         return [_comment(r) for r in rows]
+
+    # Compliance
+
+    def consents(self, user_id: str) -> list[dict[str, Any]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT purpose, policy_version, granted, at FROM view_consents"
+                " WHERE user_id = ? ORDER BY version",
+                [user_id],
+            ).fetchall()
+        return [
+            {
+                "purpose": r["purpose"],
+                "policy_version": r["policy_version"],
+                "granted": bool(r["granted"]),
+                "at": r["at"],
+            }
+            for r in rows
+        ]
+
+    def access_log(self, subject_id: str) -> list[dict[str, Any]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT at, token_id, token_name, role, endpoint FROM view_access_log"
+                " WHERE subject_id = ? ORDER BY at",
+                [subject_id],
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def organization(self, organization_id: str) -> dict[str, Any] | None:
+        with self.db.transaction(commit=False) as c:
+            row = c.execute(
+                "SELECT o.*, (SELECT COUNT(*) FROM view_users u WHERE u.organization_id = o.id)"
+                " AS members FROM view_organizations o WHERE o.id = ?",
+                [organization_id],
+            ).fetchone()
+        return None if row is None else dict(row)
+
+    def erasure_journal(self) -> list[dict[str, Any]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT kind, target_id, reason, at FROM view_erasures ORDER BY at, kind, target_id"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def closed_tickets_before(self, cutoff: str) -> list[dict[str, Any]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT t.id, t.requester_id, t.closed_at, u.on_hold FROM view_tickets t"
+                " JOIN view_users u ON u.id = t.requester_id"
+                " WHERE t.status = 'closed' AND t.closed_at <= ? AND t.content_shredded = 0"
+                " AND u.erased = 0 ORDER BY t.closed_at, t.id",
+                [cutoff],
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def customers_inactive_since(self, cutoff: str) -> list[dict[str, Any]]:
+        """Customers with no activity since `cutoff` and no ticket still being worked on."""
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT u.id, u.last_active_at, u.on_hold FROM view_users u"
+                " WHERE u.kind = 'customer' AND u.erased = 0 AND u.last_active_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM view_tickets t WHERE t.requester_id = u.id"
+                "   AND t.status NOT IN ('solved', 'closed'))"
+                " ORDER BY u.last_active_at, u.id",
+                [cutoff],
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def members_of_organizations_ended_before(self, cutoff: str) -> list[dict[str, Any]]:
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT u.id, u.on_hold, o.id AS organization_id, o.contract_ended_at"
+                " FROM view_users u JOIN view_organizations o ON o.id = u.organization_id"
+                " WHERE o.contract_ended_at <= ? AND u.erased = 0"
+                " ORDER BY o.contract_ended_at, u.id",
+                [cutoff],
+            ).fetchall()
+        return [dict(r) for r in rows]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
+from api.access import opener_for, record_access, record_history_access
 from api.deps import RuntimeDep, parse_id, require
 from api.errors import ApiError
-from api.present import Opener, history_event
+from api.present import history_event
 from api.schemas import (
     AssignRequest,
     CommentCreate,
@@ -19,7 +20,7 @@ from api.schemas import (
     TicketOut,
     TicketPage,
 )
-from api.tokens import Role
+from api.tokens import Principal, Role
 from domain.ticket import Status
 from projections.queries import TicketFilter
 from ticketlog.runtime import Runtime
@@ -29,15 +30,20 @@ SERVICE = require(Role.SERVICE)
 AUDIT = require(Role.AUDITOR)
 
 
-def _read(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
+def _read(runtime: Runtime, who: Principal, request: Request, ticket_id: UUID) -> dict[str, Any]:
     row = runtime.queries.ticket(str(ticket_id))
     if row is None:
         raise ApiError(404, "not_found", f"no ticket with id {ticket_id}")
-    return Opener(runtime.vault).ticket(row)
+    opener = opener_for(runtime, who)
+    body = opener.ticket(row)
+    record_access(runtime, who, request, opener)
+    return body
 
 
-@router.post("", status_code=201, response_model=TicketOut, dependencies=[SERVICE])
-def open_ticket(body: TicketCreate, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=TicketOut)
+def open_ticket(
+    body: TicketCreate, runtime: RuntimeDep, request: Request, who: Principal = SERVICE
+) -> dict[str, Any]:
     ticket_id = runtime.desk.open_ticket(
         requester_id=body.requester_id,
         subject=body.subject,
@@ -46,12 +52,14 @@ def open_ticket(body: TicketCreate, runtime: RuntimeDep) -> dict[str, Any]:
         tags=body.tags,
     )
     runtime.runner.catch_up()
-    return _read(runtime, ticket_id)
+    return _read(runtime, who, request, ticket_id)
 
 
-@router.get("", response_model=TicketPage, dependencies=[SERVICE])
+@router.get("", response_model=TicketPage)
 def list_tickets(
     runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
     status: Status | None = None,
     requester_id: UUID | None = None,
     assignee_id: UUID | None = None,
@@ -64,43 +72,66 @@ def list_tickets(
         assignee_id=str(assignee_id) if assignee_id else None,
     )
     items, next_cursor = runtime.queries.tickets(where, limit, cursor)
-    opener = Opener(runtime.vault)
-    return {"items": [opener.ticket(i) for i in items], "next_cursor": next_cursor}
+    opener = opener_for(runtime, who)
+    page = {"items": [opener.ticket(i, in_list=True) for i in items], "next_cursor": next_cursor}
+    record_access(runtime, who, request, opener)
+    return page
 
 
-@router.get("/{ticket_id}", response_model=TicketOut, dependencies=[SERVICE])
-def get_ticket(ticket_id: str, runtime: RuntimeDep) -> dict[str, Any]:
-    return _read(runtime, parse_id(ticket_id, "ticket"))
+@router.get("/{ticket_id}", response_model=TicketOut)
+def get_ticket(
+    ticket_id: str, runtime: RuntimeDep, request: Request, who: Principal = SERVICE
+) -> dict[str, Any]:
+    return _read(runtime, who, request, parse_id(ticket_id, "ticket"))
 
 
-@router.post(
-    "/{ticket_id}/comments", status_code=201, response_model=TicketOut, dependencies=[SERVICE]
-)
-def comment(ticket_id: str, body: CommentCreate, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/{ticket_id}/comments", status_code=201, response_model=TicketOut)
+def comment(
+    ticket_id: str,
+    body: CommentCreate,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.add_comment(tid, body.author_id, body.body, body.public)
     runtime.runner.catch_up()
-    return _read(runtime, tid)
+    return _read(runtime, who, request, tid)
 
 
-@router.post("/{ticket_id}/assign", response_model=TicketOut, dependencies=[SERVICE])
-def assign(ticket_id: str, body: AssignRequest, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/{ticket_id}/assign", response_model=TicketOut)
+def assign(
+    ticket_id: str,
+    body: AssignRequest,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.assign(tid, body.assignee_id)
     runtime.runner.catch_up()
-    return _read(runtime, tid)
+    return _read(runtime, who, request, tid)
 
 
-@router.post("/{ticket_id}/status", response_model=TicketOut, dependencies=[SERVICE])
-def change_status(ticket_id: str, body: StatusRequest, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/{ticket_id}/status", response_model=TicketOut)
+def change_status(
+    ticket_id: str,
+    body: StatusRequest,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.change_status(tid, body.status)
     runtime.runner.catch_up()
-    return _read(runtime, tid)
+    return _read(runtime, who, request, tid)
 
 
-@router.get("/{ticket_id}/history", response_model=History, dependencies=[AUDIT])
-def history(ticket_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/{ticket_id}/history", response_model=History)
+def history(
+    ticket_id: str, runtime: RuntimeDep, request: Request, who: Principal = AUDIT
+) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     events = runtime.desk.ticket_history(tid)
+    record_history_access(runtime, who, request, events)
     return {"ticket_id": tid, "events": [history_event(e) for e in events]}

@@ -3,54 +3,68 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from api.access import opener_for, record_access
 from api.deps import RuntimeDep, parse_id, require
 from api.errors import ApiError
-from api.present import Opener
 from api.schemas import UserCreate, UserOut, UserPatch
-from api.tokens import Role
+from api.tokens import Principal, Role
+from ticketlog.desk import UNSET
+from ticketlog.runtime import Runtime
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 WRITE = require(Role.SERVICE)
 READ = require(Role.SERVICE, Role.COMPLIANCE)
 
 
-def _read(runtime: Any, user_id: str) -> dict[str, Any]:
-    row = runtime.queries.user(user_id)
+def read_user(runtime: Runtime, who: Principal, request: Request, user_id: UUID) -> dict[str, Any]:
+    row = runtime.queries.user(str(user_id))
     if row is None:
         raise ApiError(404, "not_found", f"no user with id {user_id}")
-    return Opener(runtime.vault).user(row)
+    opener = opener_for(runtime, who)
+    body = opener.user(row)
+    record_access(runtime, who, request, opener)
+    return body
 
 
-@router.post("", status_code=201, response_model=UserOut, dependencies=[WRITE])
-def register(body: UserCreate, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=UserOut)
+def register(
+    body: UserCreate, runtime: RuntimeDep, request: Request, who: Principal = WRITE
+) -> dict[str, Any]:
     user_id = runtime.desk.register_user(
         kind=body.kind,
         name=body.name,
         email=str(body.email),
         phone=body.phone,
         organization=body.organization,
+        organization_id=body.organization_id,
     )
     runtime.runner.catch_up()
-    return _read(runtime, str(user_id))
+    return read_user(runtime, who, request, user_id)
 
 
-@router.get("/{user_id}", response_model=UserOut, dependencies=[READ])
-def get(user_id: str, runtime: RuntimeDep) -> dict[str, Any]:
-    return _read(runtime, str(parse_id(user_id, "user")))
+@router.get("/{user_id}", response_model=UserOut)
+def get(
+    user_id: str, runtime: RuntimeDep, request: Request, who: Principal = READ
+) -> dict[str, Any]:
+    return read_user(runtime, who, request, parse_id(user_id, "user"))
 
 
-@router.patch("/{user_id}", response_model=UserOut, dependencies=[WRITE])
-def update(user_id: str, body: UserPatch, runtime: RuntimeDep) -> dict[str, Any]:
+@router.patch("/{user_id}", response_model=UserOut)
+def update(
+    user_id: str, body: UserPatch, runtime: RuntimeDep, request: Request, who: Principal = WRITE
+) -> dict[str, Any]:
     uid = parse_id(user_id, "user")
     changes = body.model_dump(exclude_unset=True)
+    organization_id = changes.pop("organization_id", UNSET)
     for required in ("name", "email"):
         if required in changes and changes[required] is None:
             raise ApiError(422, "invalid_input", f"{required} cannot be removed")
     if "email" in changes:
         changes["email"] = str(changes["email"])
-    runtime.desk.update_user(uid, changes)
+    runtime.desk.update_user(uid, changes, organization_id=organization_id)
     runtime.runner.catch_up()
-    return _read(runtime, str(uid))
+    return read_user(runtime, who, request, uid)
