@@ -33,6 +33,7 @@ def _record(runtime: Runtime, who: Principal, request: Request, subjects: set[UU
     runtime.desk.record_access(
         who.token_id, who.name, who.role.value, f"{request.method} {path}", list(subjects)
     )
+    runtime.runner.catch_up()  # keep views (and /healthz lag) current in the embedded default
 
 
 def record_history_access(

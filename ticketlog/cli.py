@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from api.tokens import Role
 from crypto.errors import CryptoError
+from ticketlog import retention
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
+from ticketlog.reconcile import read_journal, reconcile, write_journal
 from ticketlog.runtime import Runtime
 
 
@@ -33,12 +36,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app
 
     runtime = Runtime.open(settings)
+    scheduler = None
     try:
         applied = _catch_up(runtime, "updating views")
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
+        again = reconcile(runtime)
+        if again.destroyed_again:
+            print(
+                f"key vault reconciled with the log: {len(again.destroyed_again)} erased key(s) "
+                "were present (a restored backup?) and are destroyed again",
+                file=sys.stderr,
+            )
+        if settings.retention_file:
+            retention.load_rules_file(runtime, settings.retention_file)
+        if settings.retention_interval > 0:
+            scheduler = retention.RetentionScheduler(runtime, settings.retention_interval)
+            scheduler.start()
         uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         runtime.close()
     return 0
 
@@ -118,6 +136,68 @@ def cmd_views_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention_run(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        if settings.retention_file:
+            retention.load_rules_file(runtime, settings.retention_file)
+        rules = runtime.desk.retention_rules()
+        actions = retention.run(runtime, runtime.desk.clock(), dry_run=args.dry_run)
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "actions": retention.as_json(actions)})
+        return 0
+    if not rules:
+        print(
+            "no retention rules are in force (PUT /v1/retention/rules or TICKETLOG_RETENTION_FILE)"
+        )
+    verb = "would" if args.dry_run else "did"
+    for a in actions:
+        state = (
+            "blocked by a legal hold"
+            if a.blocked_by_legal_hold
+            else ("done" if a.done else "planned")
+        )
+        print(f"{a.action:<21} {a.target_id}  {state:<24} {a.rule}: {a.reason}")
+    done = sum(a.done for a in actions)
+    held = sum(a.blocked_by_legal_hold for a in actions)
+    print(
+        f"{len(actions)} action(s); {verb} shred {len(actions) - held if args.dry_run else done}"
+        f", {held} blocked by legal holds"
+    )
+    return 0
+
+
+def cmd_keys_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        extra = read_journal(Path(args.journal)) if args.journal else None
+        report = reconcile(runtime, extra)
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json({"entries": report.entries, "destroyed_again": report.destroyed_again})
+    else:
+        print(
+            f"checked {report.entries} erasure(s) against the key vault; "
+            f"destroyed again: {len(report.destroyed_again)}"
+        )
+        for scope in report.destroyed_again:
+            print(f"  {scope}")
+    return 0
+
+
+def cmd_compliance_journal(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        count = write_journal(runtime, Path(args.out))
+    finally:
+        runtime.close()
+    print(f"wrote {count} erasure(s) to {args.out}; keep it off-site, apart from backups")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -157,6 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(func=cmd_views_rebuild)
 
+    reconcile_cmd = keys.add_parser(
+        "reconcile", help="destroy again any key the log says was erased (after a restore)"
+    )
+    reconcile_cmd.add_argument("--journal", help="also apply an erasure journal kept off-site")
+    reconcile_cmd.add_argument("--json", action="store_true")
+    reconcile_cmd.set_defaults(func=cmd_keys_reconcile)
+
+    ret = sub.add_parser("retention", help="retention schedules")
+    ret_sub = ret.add_subparsers(dest="retention", required=True)
+    ret_run = ret_sub.add_parser("run", help="shred what the retention rules say is due")
+    ret_run.add_argument("--dry-run", action="store_true", help="only list what would happen")
+    ret_run.add_argument("--json", action="store_true")
+    ret_run.set_defaults(func=cmd_retention_run)
+
+    comp = sub.add_parser("compliance", help="compliance tools")
+    comp_sub = comp.add_subparsers(dest="compliance", required=True)
+    journal_cmd = comp_sub.add_parser("journal", help="export the erasure journal (no PII)")
+    journal_cmd.add_argument("--out", required=True)
+    journal_cmd.set_defaults(func=cmd_compliance_journal)
+
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
     demo.add_argument("--json", action="store_true")
@@ -169,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
-    except (ConfigError, CryptoError) as e:
+    except (ConfigError, CryptoError, ValueError) as e:
         print(f"ticketlog: error: {e}", file=sys.stderr)
         return 2
     return code

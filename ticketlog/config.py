@@ -72,18 +72,30 @@ class Settings:
     keyvault_url: str | None = None
     master_key: str | None = None
     master_key_file: Path | None = None
+    retention_file: Path | None = None
+    retention_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("TICKETLOG_DATA_DIR") or "./data")
         key_file = env.get("TICKETLOG_MASTER_KEY_FILE")
+        retention_file = env.get("TICKETLOG_RETENTION_FILE")
+        interval = env.get("TICKETLOG_RETENTION_INTERVAL") or "3600"
+        try:
+            retention_interval = float(interval)
+        except ValueError:
+            raise ConfigError(
+                f"TICKETLOG_RETENTION_INTERVAL must be seconds, got {interval!r}"
+            ) from None
         return cls(
             data_dir=data_dir,
             database_url=env.get("TICKETLOG_DATABASE_URL") or None,
             keyvault_url=env.get("TICKETLOG_KEYVAULT_URL") or None,
             master_key=env.get("TICKETLOG_MASTER_KEY") or None,
             master_key_file=Path(key_file) if key_file else None,
+            retention_file=Path(retention_file) if retention_file else None,
+            retention_interval=retention_interval,
         )
 
     @property
