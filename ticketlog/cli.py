@@ -10,7 +10,10 @@ from typing import Any
 import orjson
 
 from api.tokens import Role
+from crypto.checkpoint import NoteError
 from crypto.errors import CryptoError
+from ticketlog.audit.cli import register as register_audit
+from ticketlog.audit.signing import start_checkpoints
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
 from ticketlog.runtime import Runtime
@@ -32,13 +35,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    runtime = Runtime.open(settings)
+    backfill = ProgressBar("hashing events stored before the verifiable log")
+    runtime = Runtime.open(settings, progress=backfill)
+    backfill.finish()
+    checkpoints = start_checkpoints(runtime)
     try:
         applied = _catch_up(runtime, "updating views")
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
         uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
     finally:
+        checkpoints.stop()
         runtime.close()
     return 0
 
@@ -161,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    register_audit(sub)
     return parser
 
 
@@ -169,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
-    except (ConfigError, CryptoError) as e:
+    except (ConfigError, CryptoError, NoteError) as e:
         print(f"ticketlog: error: {e}", file=sys.stderr)
         return 2
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -19,14 +20,16 @@ from api.schemas import (
     TicketOut,
     TicketPage,
 )
-from api.tokens import Role
+from api.tokens import Principal, Role
 from domain.ticket import Status
 from projections.queries import TicketFilter
+from ticketlog.audit.replay import PointInTime, ticket_as_of, ticket_row
 from ticketlog.runtime import Runtime
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 SERVICE = require(Role.SERVICE)
 AUDIT = require(Role.AUDITOR)
+SERVICE_OR_AUDIT = require(Role.SERVICE, Role.AUDITOR)
 
 
 def _read(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
@@ -68,9 +71,28 @@ def list_tickets(
     return {"items": [opener.ticket(i) for i in items], "next_cursor": next_cursor}
 
 
-@router.get("/{ticket_id}", response_model=TicketOut, dependencies=[SERVICE])
-def get_ticket(ticket_id: str, runtime: RuntimeDep) -> dict[str, Any]:
-    return _read(runtime, parse_id(ticket_id, "ticket"))
+@router.get("/{ticket_id}", response_model=TicketOut)
+def get_ticket(
+    ticket_id: str,
+    runtime: RuntimeDep,
+    who: Annotated[Principal, SERVICE_OR_AUDIT],
+    as_of: datetime | None = None,
+    as_of_occurred: datetime | None = None,
+) -> dict[str, Any]:
+    """The ticket now (service), or rebuilt from the log as recorded at `as_of` or as it
+    stood in business time at `as_of_occurred` (service and auditor)."""
+    tid = parse_id(ticket_id, "ticket")
+    if as_of is None and as_of_occurred is None:
+        if who.role is Role.AUDITOR:
+            raise ApiError(403, "forbidden", "auditors read tickets at a point in time (as_of)")
+        return _read(runtime, tid)
+    if as_of is not None and as_of_occurred is not None:
+        raise ApiError(422, "invalid_input", "give as_of or as_of_occurred, not both")
+    when = PointInTime.of(as_of or as_of_occurred, business=as_of is None)  # type: ignore[arg-type]
+    ticket = ticket_as_of(runtime.desk, tid, when)
+    if ticket is None:
+        raise ApiError(404, "not_found", f"no ticket with id {tid} at {when.at.isoformat()}")
+    return Opener(runtime.vault).ticket(ticket_row(ticket))
 
 
 @router.post(
