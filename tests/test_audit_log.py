@@ -278,7 +278,8 @@ def test_a_store_made_before_the_leaves_gets_them_once_at_startup(settings: Sett
     finally:
         runtime.close()
     # Leaves exist now: a later start backfills nothing, so no forged row is ever legitimized.
-    assert AuditLog.open(settings).backfill() == 0
+    with AuditLog.open(settings) as log:
+        assert log.backfill() == 0
 
 
 def test_verify_needs_the_right_public_key(seeded: Runtime) -> None:

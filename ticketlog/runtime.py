@@ -102,10 +102,10 @@ class Runtime:
             if pg is not None:
                 ensure_schema(pg)
             desk = HelpDesk(vault, settings.library_env(), clock=clock)
-            audit = AuditLog.open(settings)
-            audit.backfill(progress)  # once, for event stores made before the Merkle leaves
             views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
             auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
+            audit = AuditLog.beside(settings, views_db)
+            audit.backfill(progress)  # once, for event stores made before the Merkle leaves
         except Exception:
             vault.close()
             raise

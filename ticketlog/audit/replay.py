@@ -38,7 +38,8 @@ class PointInTime:
 def fold(events: Iterable[DomainEventProtocol[UUID]], when: PointInTime) -> Ticket | None:
     aggregate: Any = None
     for event in events:
-        assert isinstance(event, Ticket.Event | Ticket.Created)
+        if not isinstance(event, Ticket.Event | Ticket.Created):
+            return None  # the id names something other than a ticket
         if not when.includes(event):
             break
         aggregate = event.mutate(aggregate)

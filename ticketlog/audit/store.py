@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_OID, UUID, uuid5
 
 from crypto.merkle import RootBuilder, consistency_proof, inclusion_proof
 from projections.sql import Cursor, Database
@@ -55,10 +55,21 @@ class StoredCheckpoint:
 class AuditLog:
     """The event store seen as a log: events, leaves (positions) and signed checkpoints."""
 
-    def __init__(self, db: Database, events_table: str, id_column: str) -> None:
+    def __init__(
+        self, db: Database, events_table: str, id_column: str, *, owns_db: bool = True
+    ) -> None:
         self.db = db
         self.events_table = events_table
         self.id_column = id_column
+        self.owns_db = owns_db
+
+    @classmethod
+    def beside(cls, settings: Settings, pg_db: Database) -> AuditLog:
+        """For a runtime: on PostgreSQL, share its pool on the same schema (connections are
+        scarce); on SQLite, open events.db."""
+        if settings.postgres is not None:
+            return cls(pg_db, "ticketlog_events", "notification_id", owns_db=False)
+        return cls.open(settings)
 
     @classmethod
     def open(cls, settings: Settings, *, must_exist: bool = True) -> AuditLog:
@@ -71,7 +82,8 @@ class AuditLog:
         return cls(Database.sqlite(settings.events_path), "stored_events", "rowid")
 
     def close(self) -> None:
-        self.db.close()
+        if self.owns_db:
+            self.db.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -289,13 +301,19 @@ class AuditLog:
 
 
 def _stored_row(r: Any) -> StoredRow:
+    # A hand-edited row may hold any type SQLite accepts: read it as what it is, never crash,
+    # and let its hash show the change.
     oid = r["originator_id"]
+    if not isinstance(oid, UUID):
+        try:
+            oid = UUID(str(oid))
+        except ValueError:
+            oid = uuid5(NAMESPACE_OID, str(oid))
+    state = r["state"]
+    if not isinstance(state, bytes | memoryview):
+        state = b"" if state is None else str(state).encode()
     return StoredRow(
-        int(r["nid"]),
-        oid if isinstance(oid, UUID) else UUID(str(oid)),
-        int(r["originator_version"]),
-        str(r["topic"]),
-        bytes(r["state"]),
+        int(r["nid"]), oid, int(r["originator_version"] or 0), str(r["topic"]), bytes(state)
     )
 
 
