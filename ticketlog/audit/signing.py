@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def sign_note(settings: Settings, text: str) -> str:
     return load_signer(settings, may_create=True).sign(text)
 
 
+log = logging.getLogger("ticketlog.audit")
+
+
 class CheckpointRefused(Exception):
     """The leaves do not match the events, or the tree does not extend the last checkpoint."""
 
@@ -101,6 +105,11 @@ class Checkpointer:
         self._builder = RootBuilder()
         self._last_id = 0
         self._lock = threading.Lock()
+
+    @property
+    def covered(self) -> int:
+        """How many leaves this checkpointer has already checked."""
+        return self._builder.size
 
     def make(self) -> Made:
         with self._lock:
@@ -176,13 +185,10 @@ class CheckpointThread:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        import logging
-
-        log = logging.getLogger("ticketlog.audit")
         waited = self.interval  # sign at once on start
         while not self._stop.is_set():
             try:
-                pending = self.checkpointer.log.tree_size() - self.checkpointer._builder.size
+                pending = self.checkpointer.log.tree_size() - self.checkpointer.covered
                 if pending >= self.every or (pending > 0 and waited >= self.interval):
                     made = self.checkpointer.make()
                     log.info("signed checkpoint of size %d", made.checkpoint.size)
