@@ -12,8 +12,9 @@ from api.tokens import Principal, Role
 from domain.personal import Erased, personal_fields_of
 from ticketlog.runtime import Runtime
 
-# Roles that may see a restricted person's data: restriction stops routine processing only.
-SEES_RESTRICTED = frozenset({Role.COMPLIANCE, Role.ADMIN})
+# Roles that may see a restricted person's data: restriction stops routine processing only;
+# compliance acts on it and auditors need it for legal claims (GDPR art. 18(2)).
+SEES_RESTRICTED = frozenset({Role.COMPLIANCE, Role.AUDITOR, Role.ADMIN})
 
 
 def opener_for(runtime: Runtime, who: Principal) -> Opener:

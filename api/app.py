@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import health, organizations, retention, subjects, tickets, users
+from api.routers import (
+    audit,
+    health,
+    organizations,
+    retention,
+    subjects,
+    tickets,
+    users,
+)
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -38,4 +46,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         retention.router,
     ):
         app.include_router(router)
+    app.include_router(audit.router)
     return app

@@ -55,7 +55,7 @@ class Opener:
         return value
 
     def user(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["restricted"] and not self.may_see_restricted:
+        if not self.may_see_restricted and row["restricted"]:
             raise restricted_error()
         out = dict(row)
         profile_gone = False
@@ -69,14 +69,14 @@ class Opener:
         return out
 
     def comment(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["author_restricted"] and not self.may_see_restricted:
+        if not self.may_see_restricted and row["author_restricted"]:
             return {**row, "body": None}
         return {**row, "body": self.value(row["body"])}
 
     def ticket(self, row: dict[str, Any], *, in_list: bool = False) -> dict[str, Any]:
         """A ticket opened; a restricted requester's ticket is refused (423), or in a list
         shown without its personal fields."""
-        if row["requester_restricted"] and not self.may_see_restricted:
+        if not self.may_see_restricted and row["requester_restricted"]:
             if not in_list:
                 raise restricted_error()
             return {**row, "subject": None, "body": None, "comments": []}

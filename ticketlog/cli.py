@@ -11,8 +11,11 @@ from typing import Any
 import orjson
 
 from api.tokens import Role
+from crypto.checkpoint import NoteError
 from crypto.errors import CryptoError
 from ticketlog import retention
+from ticketlog.audit.cli import register as register_audit
+from ticketlog.audit.signing import start_checkpoints
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
 from ticketlog.reconcile import read_journal, reconcile, write_journal
@@ -35,7 +38,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
-    runtime = Runtime.open(settings)
+    backfill = ProgressBar("hashing events stored before the verifiable log")
+    runtime = Runtime.open(settings, progress=backfill)
+    backfill.finish()
+    checkpoints = start_checkpoints(runtime)
     scheduler = None
     try:
         applied = _catch_up(runtime, "updating views")
@@ -57,6 +63,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if scheduler is not None:
             scheduler.stop()
+        checkpoints.stop()
         runtime.close()
     return 0
 
@@ -261,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    register_audit(sub)
     return parser
 
 
@@ -269,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
-    except (ConfigError, CryptoError, ValueError) as e:
+    except (ConfigError, CryptoError, NoteError, ValueError) as e:
         print(f"ticketlog: error: {e}", file=sys.stderr)
         return 2
     return code

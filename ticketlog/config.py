@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -62,7 +63,39 @@ class PostgresURL:
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_MAX_OVERFLOW": "10",
             "POSTGRES_CONNECT_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "ticketlog.audit.leaves:LeafPostgresRecorder",
         }
+
+
+DEFAULT_LOG_ORIGIN = "ticketlog.local/log"
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive number, got {text!r}")
+    return value
+
+
+def _audit_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The verifiable log's settings: signing key, log name, checkpoint cadence."""
+    key_file = env.get("TICKETLOG_SIGNING_KEY_FILE")
+    origin = env.get("TICKETLOG_LOG_ORIGIN") or DEFAULT_LOG_ORIGIN
+    if any(c in origin for c in "+ \t\n") or not origin.isprintable():
+        raise ConfigError("TICKETLOG_LOG_ORIGIN is printable text without '+' or spaces")
+    return {
+        "signing_key": env.get("TICKETLOG_SIGNING_KEY") or None,
+        "signing_key_file": Path(key_file) if key_file else None,
+        "log_origin": origin,
+        "checkpoint_every": int(_positive(env, "TICKETLOG_CHECKPOINT_EVERY", 1000)),
+        "checkpoint_interval": _positive(env, "TICKETLOG_CHECKPOINT_INTERVAL", 60.0),
+    }
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,11 @@ class Settings:
     master_key_file: Path | None = None
     retention_file: Path | None = None
     retention_interval: float = 3600.0
+    signing_key: str | None = None
+    signing_key_file: Path | None = None
+    log_origin: str = DEFAULT_LOG_ORIGIN
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +134,7 @@ class Settings:
             master_key_file=Path(key_file) if key_file else None,
             retention_file=Path(retention_file) if retention_file else None,
             retention_interval=retention_interval,
+            **_audit_settings(env),
         )
 
     @property
@@ -134,6 +173,10 @@ class Settings:
     def key_file_path(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
 
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing.key"
+
     def library_env(self) -> dict[str, str]:
         """Settings for the `eventsourcing` application: store only, no snapshots, no cache."""
         pg = self.postgres
@@ -143,4 +186,5 @@ class Settings:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(self.events_path),
             "SQLITE_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "ticketlog.audit.leaves:LeafSQLiteRecorder",
         }

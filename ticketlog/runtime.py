@@ -17,6 +17,7 @@ from projections.runner import ProjectionRunner
 from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
+from ticketlog.audit.store import AuditLog, Progress
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
 
@@ -88,10 +89,13 @@ class Runtime:
     runner: ProjectionRunner
     queries: Queries
     tokens: TokenStore
+    audit: AuditLog | None = None
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+    def open(
+        cls, settings: Settings, clock: Clock | None = None, progress: Progress | None = None
+    ) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         vault = open_vault(settings)
         try:
@@ -101,6 +105,8 @@ class Runtime:
             desk = HelpDesk(vault, settings.library_env(), clock=clock)
             views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
             auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
+            audit = AuditLog.beside(settings, views_db)
+            audit.backfill(progress)  # once, for event stores made before the Merkle leaves
         except Exception:
             vault.close()
             raise
@@ -114,6 +120,7 @@ class Runtime:
             runner=runner,
             queries=Queries(views_db),
             tokens=TokenStore(auth_db),
+            audit=audit,
         )
 
     def close(self) -> None:
@@ -121,6 +128,8 @@ class Runtime:
             return
         self._closed = True
         self.tokens.db.close()
+        if self.audit is not None:
+            self.audit.close()
         self.views.close()
         self.desk.close()
         self.vault.close()

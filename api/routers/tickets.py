@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -23,11 +24,13 @@ from api.schemas import (
 from api.tokens import Principal, Role
 from domain.ticket import Status
 from projections.queries import TicketFilter
+from ticketlog.audit.replay import PointInTime, ticket_as_of, ticket_row
 from ticketlog.runtime import Runtime
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 SERVICE = require(Role.SERVICE)
 AUDIT = require(Role.AUDITOR)
+SERVICE_OR_AUDIT = require(Role.SERVICE, Role.AUDITOR)
 
 
 def _read(runtime: Runtime, who: Principal, request: Request, ticket_id: UUID) -> dict[str, Any]:
@@ -80,9 +83,40 @@ def list_tickets(
 
 @router.get("/{ticket_id}", response_model=TicketOut)
 def get_ticket(
-    ticket_id: str, runtime: RuntimeDep, request: Request, who: Principal = SERVICE
+    ticket_id: str,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Annotated[Principal, SERVICE_OR_AUDIT],
+    as_of: datetime | None = None,
+    as_of_occurred: datetime | None = None,
 ) -> dict[str, Any]:
-    return _read(runtime, who, request, parse_id(ticket_id, "ticket"))
+    """The ticket now (service), or rebuilt from the log as recorded at `as_of` or as it
+    stood in business time at `as_of_occurred` (service and auditor)."""
+    tid = parse_id(ticket_id, "ticket")
+    if as_of is None and as_of_occurred is None:
+        if who.role is Role.AUDITOR:
+            raise ApiError(403, "forbidden", "auditors read tickets at a point in time (as_of)")
+        return _read(runtime, who, request, tid)
+    if as_of is not None and as_of_occurred is not None:
+        raise ApiError(422, "invalid_input", "give as_of or as_of_occurred, not both")
+    when = PointInTime.of(as_of or as_of_occurred, business=as_of is None)  # type: ignore[arg-type]
+    ticket = ticket_as_of(runtime.desk, tid, when)
+    if ticket is None:
+        raise ApiError(404, "not_found", f"no ticket with id {tid} at {when.at.isoformat()}")
+    row = ticket_row(ticket)
+    # Restriction is judged as it stands now, whatever point in time is asked for.
+    row["requester_restricted"] = _restricted(runtime, ticket.requester_id)
+    for c in row["comments"]:
+        c["author_restricted"] = _restricted(runtime, c["author_id"])
+    opener = opener_for(runtime, who)
+    body = opener.ticket(row)
+    record_access(runtime, who, request, opener)
+    return body
+
+
+def _restricted(runtime: Runtime, user_id: UUID) -> bool:
+    row = runtime.queries.user(str(user_id))
+    return bool(row and row["restricted"])
 
 
 @router.post("/{ticket_id}/comments", status_code=201, response_model=TicketOut)

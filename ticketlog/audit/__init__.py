@@ -1,0 +1,1 @@
+"""The verifiable log: Merkle leaves beside the events, signed checkpoints, proofs, replay."""
