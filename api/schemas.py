@@ -151,6 +151,15 @@ class Erasure(BaseModel):
     erased_at: datetime
     keys_destroyed: list[str]
     keys_destroyed_now: list[str]
+    certificate: str | None = Field(
+        description="signed erasure certificate (C2SP signed note); "
+        "check it with `ticketlog compliance verify-certificate`"
+    )
+
+
+class Certificate(BaseModel):
+    subject_id: UUID
+    certificate: str
 
 
 class Anonymization(BaseModel):

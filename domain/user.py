@@ -134,6 +134,7 @@ class User(Aggregate):
         self.anonymized = False
         self.restricted = False
         self.on_legal_hold = False
+        self.certificate: str | None = None
         self.consents: dict[str, Consent] = {}
 
     @property
@@ -289,6 +290,21 @@ class User(Aggregate):
         self.erased = True
         self.erased_at = occurred_at
         self.updated_at = occurred_at
+
+    class ErasureCertified(Aggregate.Event):
+        """The signed certificate of this person's erasure (ids, counts and hashes only)."""
+
+        note: str
+        occurred_at: datetime
+
+    def attach_certificate(self, note: str, occurred_at: datetime) -> None:
+        if not self.erased:
+            raise RuleViolation("only an erasure can be certified", code="not_erased")
+        self._erasure_certified(note=note, occurred_at=occurred_at)
+
+    @event(ErasureCertified)
+    def _erasure_certified(self, note: str, occurred_at: datetime) -> None:
+        self.certificate = note
 
     def _refuse_if_erased(self) -> None:
         if self.erased:

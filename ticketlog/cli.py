@@ -205,6 +205,36 @@ def cmd_compliance_journal(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify_certificate(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.audit.signing import local_verifier, read_verifier
+    from ticketlog.certificates import verify_certificate
+
+    verifier = read_verifier(args.public_key) if args.public_key else local_verifier(settings)
+    if verifier is None:
+        print("ticketlog: error: no public key: pass --public-key", file=sys.stderr)
+        return 2
+    check = verify_certificate(Path(args.file).read_text(), verifier)
+    if args.json:
+        _print_json(
+            {
+                "ok": check.ok,
+                "subject_id": check.subject_id,
+                "problems": check.problems,
+                **check.facts,
+            }
+        )
+    elif check.ok:
+        print(f"OK: erasure of {check.subject_id} at {check.facts['erased_at']} is certified")
+        print(f"  keys destroyed: {', '.join(check.facts['keys_destroyed'] or [])}")
+        print(f"  log position {check.facts['log_position']}, included in the signed checkpoint")
+        print(f"  residue scan: {check.facts['places_scanned']} places, no personal data found")
+    else:
+        print(f"FAILED: certificate of {check.subject_id or 'unknown subject'}")
+        for problem in check.problems:
+            print(f"  {problem}")
+    return 0 if check.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -263,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     journal_cmd = comp_sub.add_parser("journal", help="export the erasure journal (no PII)")
     journal_cmd.add_argument("--out", required=True)
     journal_cmd.set_defaults(func=cmd_compliance_journal)
+
+    verify_cert = comp_sub.add_parser(
+        "verify-certificate", help="check a signed erasure certificate offline"
+    )
+    verify_cert.add_argument("file")
+    verify_cert.add_argument("--public-key", help="the log's public key (text or file)")
+    verify_cert.add_argument("--json", action="store_true")
+    verify_cert.set_defaults(func=cmd_verify_certificate)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -18,6 +18,7 @@ import orjson
 from domain.errors import DomainError
 from domain.retention import RetentionKind, RetentionRule
 from projections.views import timestamp
+from ticketlog.certificates import erase_with_certificate
 from ticketlog.runtime import Runtime
 
 log = logging.getLogger("ticketlog.retention")
@@ -110,7 +111,7 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> list[RetentionActi
             if action.action == "shred_ticket_content":
                 runtime.desk.shred_ticket_content(action.target_id, reason)
             else:
-                runtime.desk.erase_subject(action.target_id, reason)
+                erase_with_certificate(runtime, action.target_id, reason)
         except DomainError as e:  # e.g. a legal hold placed since the plan was made
             action.blocked_by_legal_hold = e.code == "legal_hold"
             log.warning("retention %s of %s skipped: %s", action.action, action.target_id, e.code)

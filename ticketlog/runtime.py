@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -18,6 +19,9 @@ from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
 from ticketlog.audit.store import AuditLog, Progress
+
+if TYPE_CHECKING:
+    from ticketlog.audit.signing import Checkpointer
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
 
@@ -91,6 +95,17 @@ class Runtime:
     tokens: TokenStore
     audit: AuditLog | None = None
     _closed: bool = field(default=False, repr=False)
+    _checkpointer: Checkpointer | None = field(default=None, repr=False)
+
+    def checkpointer(self) -> Checkpointer:
+        """The process's one checkpointer: it keeps the tree's frontier between checkpoints."""
+        if self._checkpointer is None:
+            from ticketlog.audit.signing import Checkpointer, load_signer
+
+            assert self.audit is not None
+            signer = load_signer(self.settings, may_create=True)
+            self._checkpointer = Checkpointer(self.audit, signer, self.settings.log_origin)
+        return self._checkpointer
 
     @classmethod
     def open(

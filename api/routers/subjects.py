@@ -17,6 +17,7 @@ from api.deps import RuntimeDep, parse_id, require
 from api.errors import ApiError
 from api.schemas import (
     Anonymization,
+    Certificate,
     ConsentIn,
     Consents,
     Erasure,
@@ -27,6 +28,7 @@ from api.schemas import (
 from api.tokens import Principal, Role
 from domain.personal import Erased
 from domain.user import User
+from ticketlog.certificates import erase_with_certificate, stored_certificate
 from ticketlog.runtime import Runtime
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -148,9 +150,9 @@ def summary(export: Export) -> str:
 @router.post("/{subject_id}/erase", response_model=Erasure)
 def erase(subject_id: str, runtime: RuntimeDep, who: Principal = COMPLIANCE) -> dict[str, Any]:
     """Crypto-shred the person. Repeating it is harmless and answers the same."""
-    report = runtime.desk.erase_subject(parse_id(subject_id, "subject"))
-    runtime.runner.catch_up()
+    report, certificate = erase_with_certificate(runtime, parse_id(subject_id, "subject"))
     return {
+        "certificate": certificate,
         "subject_id": report.subject_id,
         "erased": True,
         "already_erased": report.already_erased,
@@ -158,6 +160,17 @@ def erase(subject_id: str, runtime: RuntimeDep, who: Principal = COMPLIANCE) -> 
         "keys_destroyed": report.keys_destroyed,
         "keys_destroyed_now": report.keys_destroyed_now,
     }
+
+
+@router.get("/{subject_id}/erasure-certificate", response_model=Certificate)
+def certificate(
+    subject_id: str, runtime: RuntimeDep, who: Principal = COMPLIANCE
+) -> dict[str, Any]:
+    sid = parse_id(subject_id, "subject")
+    note = stored_certificate(runtime, sid)
+    if note is None:
+        raise ApiError(404, "not_found", f"no erasure certificate for {sid}")
+    return {"subject_id": sid, "certificate": note}
 
 
 @router.post("/{subject_id}/anonymize", response_model=Anonymization)

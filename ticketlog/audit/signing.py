@@ -206,10 +206,8 @@ class CheckpointThread:
 def start_checkpoints(runtime: Runtime) -> CheckpointThread:
     """The serving process's checkpoint thread (TICKETLOG_CHECKPOINT_EVERY / _INTERVAL)."""
     settings = runtime.settings
-    assert runtime.audit is not None
-    checkpointer = Checkpointer(
-        runtime.audit, load_signer(settings, may_create=True), settings.log_origin
+    thread = CheckpointThread(
+        runtime.checkpointer(), settings.checkpoint_every, settings.checkpoint_interval
     )
-    thread = CheckpointThread(checkpointer, settings.checkpoint_every, settings.checkpoint_interval)
     thread.start()
     return thread
