@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import RuleViolation
 from domain.personal import DataSubject, PersonalFields
+from domain.sla.policy import AppliedPolicy
 
 # Ticket content (subject, body, comments) is the requester's personal data, under a key of
 # its own so that one ticket can be shredded alone; the requester owns that key.
@@ -86,6 +87,33 @@ class Ticket(Aggregate):
         reason: str
         occurred_at: datetime
 
+    class PriorityChanged(Aggregate.Event):
+        priority: str
+        occurred_at: datetime
+
+    class TagsChanged(Aggregate.Event):
+        tags: list[str]
+        occurred_at: datetime
+
+    class SlaPolicyApplied(Aggregate.Event):
+        """The SLA policy version (None: no policy matches) the ticket is measured against."""
+
+        policy_id: UUID | None
+        policy_version: int | None
+        schedule_id: UUID | None
+        schedule_version: int | None
+        occurred_at: datetime
+
+    class SlaBreached(Aggregate.Event):
+        """A target's due time passed; PII-free, so consumers can alert on it."""
+
+        metric: str
+        instance: int
+        due_at: datetime
+        policy_id: UUID
+        policy_version: int
+        occurred_at: datetime
+
     @event(Opened)
     def __init__(
         self,
@@ -106,6 +134,8 @@ class Ticket(Aggregate):
         self.comments: list[Comment] = []
         self.created_at = occurred_at
         self.updated_at = occurred_at
+        self.sla_policy: AppliedPolicy | None = None
+        self.sla_breaches: set[tuple[str, int]] = set()
 
     @classmethod
     def open(
@@ -163,6 +193,52 @@ class Ticket(Aggregate):
             raise RuleViolation("only a solved ticket can be closed", code="invalid_transition")
         self._status_changed(status=status.value, reason="requested", occurred_at=occurred_at)
 
+    def change_priority(self, priority: Priority, occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        priority = Priority(priority)
+        if priority is not self.priority:
+            self._priority_changed(priority=priority.value, occurred_at=occurred_at)
+
+    def change_tags(self, tags: list[str], occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        tags = normalize_tags(tags)
+        if tags != self.tags:
+            self._tags_changed(tags=tags, occurred_at=occurred_at)
+
+    def apply_sla_policy(self, applied: AppliedPolicy | None, occurred_at: datetime) -> None:
+        """Record the policy that now applies; nothing if it is the one already recorded."""
+        if applied == self.sla_policy:
+            return
+        self._sla_policy_applied(
+            policy_id=applied.policy_id if applied else None,
+            policy_version=applied.policy_version if applied else None,
+            schedule_id=applied.schedule_id if applied else None,
+            schedule_version=applied.schedule_version if applied else None,
+            occurred_at=occurred_at,
+        )
+
+    def record_breach(
+        self,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+        occurred_at: datetime,
+    ) -> bool:
+        """Record a breach once per metric instance (closed tickets too: it is a fact)."""
+        if (metric, instance) in self.sla_breaches:
+            return False
+        self._sla_breached(
+            metric=metric,
+            instance=instance,
+            due_at=due_at,
+            policy_id=policy_id,
+            policy_version=policy_version,
+            occurred_at=occurred_at,
+        )
+        return True
+
     # Events: they only set state.
 
     @event(CommentAdded)
@@ -182,6 +258,44 @@ class Ticket(Aggregate):
     def _status_changed(self, status: str, reason: str, occurred_at: datetime) -> None:
         self.status = Status(status)
         self.updated_at = occurred_at
+
+    @event(PriorityChanged)
+    def _priority_changed(self, priority: str, occurred_at: datetime) -> None:
+        self.priority = Priority(priority)
+        self.updated_at = occurred_at
+
+    @event(TagsChanged)
+    def _tags_changed(self, tags: list[str], occurred_at: datetime) -> None:
+        self.tags = list(tags)
+        self.updated_at = occurred_at
+
+    @event(SlaPolicyApplied)
+    def _sla_policy_applied(
+        self,
+        policy_id: UUID | None,
+        policy_version: int | None,
+        schedule_id: UUID | None,
+        schedule_version: int | None,
+        occurred_at: datetime,
+    ) -> None:
+        if policy_id is None or policy_version is None:
+            self.sla_policy = None
+        else:
+            self.sla_policy = AppliedPolicy(
+                policy_id, policy_version, schedule_id, schedule_version
+            )
+
+    @event(SlaBreached)
+    def _sla_breached(
+        self,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+        occurred_at: datetime,
+    ) -> None:
+        self.sla_breaches.add((metric, instance))
 
     def _refuse_if_closed(self) -> None:
         if self.status is Status.CLOSED:

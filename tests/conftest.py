@@ -120,6 +120,9 @@ class Api:
     def get(self, path: str, role: Role | None = Role.SERVICE, **params: object) -> httpx.Response:
         return self.client.get(path, headers=self.headers(role), params=params or None)
 
+    def put(self, path: str, json: object, role: Role | None = Role.SERVICE) -> httpx.Response:
+        return self.client.put(path, json=json, headers=self.headers(role))
+
     def patch(self, path: str, json: object, role: Role | None = Role.SERVICE) -> httpx.Response:
         return self.client.patch(path, json=json, headers=self.headers(role))
 

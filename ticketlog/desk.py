@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -22,6 +22,14 @@ from eventsourcing.utils import Environment
 from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
 from domain.errors import NotFound, RuleViolation
+from domain.sla.policy import (
+    CATALOG_ID,
+    AppliedPolicy,
+    SlaCatalog,
+    SlaPolicy,
+    SlaSchedule,
+    checked_schedule,
+)
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 
@@ -151,6 +159,7 @@ class HelpDesk(Application[UUID]):
             tags=tags,
             occurred_at=self.clock(),
         )
+        ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.created_at)
         self.save(ticket)
         return ticket.id
 
@@ -182,6 +191,149 @@ class HelpDesk(Application[UUID]):
             return ticket
 
         self._run(command)
+
+    def change_priority(self, ticket_id: UUID, priority: Priority) -> None:
+        def command() -> Ticket:
+            ticket = self._get(Ticket, ticket_id)
+            ticket.change_priority(priority, self.clock())
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            return ticket
+
+        self._run(command)
+
+    def change_tags(self, ticket_id: UUID, tags: list[str]) -> None:
+        def command() -> Ticket:
+            ticket = self._get(Ticket, ticket_id)
+            ticket.change_tags(tags, self.clock())
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            return ticket
+
+        self._run(command)
+
+    def record_breach(
+        self,
+        ticket_id: UUID,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+    ) -> bool:
+        """Append `SlaBreached` once per metric instance; False if it was already recorded."""
+        recorded = False
+
+        def command() -> Ticket:
+            nonlocal recorded
+            ticket = self._get(Ticket, ticket_id)
+            recorded = ticket.record_breach(
+                metric, instance, due_at, policy_id, policy_version, self.clock()
+            )
+            return ticket
+
+        self._run(command)
+        return recorded
+
+    # SLA schedules and policies
+
+    def define_schedule(self, name: str, definition: dict[str, Any]) -> UUID:
+        schedule = SlaSchedule.define(name, checked_schedule(definition), self.clock())
+        self.save(schedule)
+        return schedule.id
+
+    def redefine_schedule(self, schedule_id: UUID, name: str, definition: dict[str, Any]) -> None:
+        checked = checked_schedule(definition)
+
+        def command() -> SlaSchedule:
+            schedule = self._get(SlaSchedule, schedule_id)
+            schedule.redefine(name, checked, self.clock())
+            return schedule
+
+        self._run(command)
+
+    def schedule(self, schedule_id: UUID) -> SlaSchedule:
+        return self._get(SlaSchedule, schedule_id)
+
+    def define_policy(
+        self,
+        name: str,
+        filter_: dict[str, Any],
+        targets: dict[str, Any],
+        schedule_id: UUID | None,
+    ) -> UUID:
+        self._refuse_unknown_schedule(schedule_id)
+        policy = SlaPolicy.define(name, filter_, targets, schedule_id, self.clock())
+
+        def command() -> Sequence[Aggregate]:
+            catalog = self._catalog() or SlaCatalog(occurred_at=self.clock())
+            catalog.list_policy(policy.id, self.clock())
+            return [policy, catalog]
+
+        self._run_together(command)
+        return policy.id
+
+    def redefine_policy(
+        self,
+        policy_id: UUID,
+        name: str,
+        filter_: dict[str, Any],
+        targets: dict[str, Any],
+        schedule_id: UUID | None,
+    ) -> None:
+        self._refuse_unknown_schedule(schedule_id)
+
+        def command() -> SlaPolicy:
+            policy = self._get(SlaPolicy, policy_id)
+            policy.redefine(name, filter_, targets, schedule_id, self.clock())
+            return policy
+
+        self._run(command)
+
+    def reorder_policies(self, policy_ids: list[UUID]) -> None:
+        def command() -> SlaCatalog:
+            catalog = self._catalog()
+            if catalog is None:
+                raise RuleViolation("there are no policies to reorder", code="invalid_policy_order")
+            catalog.reorder(policy_ids, self.clock())
+            return catalog
+
+        self._run(command)
+
+    def policies(self) -> list[SlaPolicy]:
+        """Every policy, in the order they are tried."""
+        catalog = self._catalog()
+        if catalog is None:
+            return []
+        return [self._get(SlaPolicy, pid) for pid in catalog.policy_ids]
+
+    def _catalog(self) -> SlaCatalog | None:
+        try:
+            return self._get(SlaCatalog, CATALOG_ID)
+        except NotFound:
+            return None
+
+    def _refuse_unknown_schedule(self, schedule_id: UUID | None) -> None:
+        if schedule_id is None:
+            return
+        try:
+            self._get(SlaSchedule, schedule_id)
+        except NotFound:
+            raise RuleViolation(
+                f"no schedule with id {schedule_id}", code="unknown_schedule"
+            ) from None
+
+    def _sla_policy_for(self, ticket: Ticket) -> AppliedPolicy | None:
+        """The first policy, by position, whose filter matches the ticket as it is now."""
+        for policy in self.policies():
+            if policy.policy_filter.matches(ticket.priority.value, ticket.tags):
+                schedule_version = (
+                    self._get(SlaSchedule, policy.schedule_id).version
+                    if policy.schedule_id
+                    else None
+                )
+                return AppliedPolicy(
+                    policy.id, policy.version, policy.schedule_id, schedule_version
+                )
+        return None
 
     def history(self, aggregate_id: UUID) -> list[DomainEventProtocol[UUID]]:
         """Every event of one aggregate, personal fields opened (or ERASED)."""
@@ -233,3 +385,16 @@ class HelpDesk(Application[UUID]):
                 continue
             return aggregate
         raise AssertionError("unreachable")
+
+    def _run_together(self, command: Callable[[], Sequence[Aggregate]]) -> None:
+        """Like `_run`, for commands that change several aggregates in one transaction."""
+        for attempt in range(COMMAND_ATTEMPTS):
+            aggregates = command()
+            try:
+                self.save(*aggregates)
+            except IntegrityError:
+                if attempt == COMMAND_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, RETRY_PAUSE * (attempt + 1)))  # noqa: S311
+                continue
+            return

@@ -19,6 +19,7 @@ from api.schemas import (
     TicketOut,
     TicketPage,
 )
+from api.sla_schemas import PriorityRequest, TagsRequest
 from api.tokens import Role
 from domain.ticket import Status
 from projections.queries import TicketFilter
@@ -95,6 +96,23 @@ def assign(ticket_id: str, body: AssignRequest, runtime: RuntimeDep) -> dict[str
 def change_status(ticket_id: str, body: StatusRequest, runtime: RuntimeDep) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.change_status(tid, body.status)
+    runtime.runner.catch_up()
+    return _read(runtime, tid)
+
+
+@router.post("/{ticket_id}/priority", response_model=TicketOut, dependencies=[SERVICE])
+def change_priority(ticket_id: str, body: PriorityRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    tid = parse_id(ticket_id, "ticket")
+    runtime.desk.change_priority(tid, body.priority)
+    runtime.runner.catch_up()
+    return _read(runtime, tid)
+
+
+@router.post("/{ticket_id}/tags", response_model=TicketOut, dependencies=[SERVICE])
+def change_tags(ticket_id: str, body: TagsRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Set the ticket's tags (the whole list)."""
+    tid = parse_id(ticket_id, "ticket")
+    runtime.desk.change_tags(tid, list(body.tags))
     runtime.runner.catch_up()
     return _read(runtime, tid)
 

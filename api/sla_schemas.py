@@ -1,0 +1,140 @@
+"""Wire contract of the SLA admin API, ticket priority/tags commands and SLA reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+from api.schemas import Name, Strict, Tag
+from domain.sla.metrics import Metric
+from domain.sla.schedule import Schedule
+from domain.ticket import Priority
+
+Clock = Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}$")]
+
+
+class ScheduleIn(Strict):
+    name: Name
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[tuple[Clock, Clock]]]
+    holidays: list[Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]] = Field(
+        default_factory=list, max_length=2000
+    )
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "timezone": self.timezone,
+            "hours": {day: [list(span) for span in spans] for day, spans in self.hours.items()},
+            "holidays": list(self.holidays),
+        }
+
+    @model_validator(mode="after")
+    def _workable(self) -> ScheduleIn:
+        try:
+            Schedule.from_definition(self.definition())  # bad zone, hours or dates -> 422
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class ScheduleOut(BaseModel):
+    id: UUID
+    name: str
+    version: int
+    timezone: str
+    hours: dict[str, list[list[str]]]
+    holidays: list[str]
+    updated_at: datetime
+
+
+class TargetIn(Strict):
+    minutes: int = Field(gt=0, le=60 * 24 * 366)
+    business: bool = False
+
+
+class FilterIn(Strict):
+    match: Literal["all", "any"] = "all"
+    priorities: list[Priority] = Field(default_factory=list, max_length=4)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+
+
+class PolicyIn(Strict):
+    name: Name
+    filter: FilterIn = Field(default_factory=FilterIn)
+    targets: dict[Priority, dict[Metric, TargetIn]]
+    schedule_id: UUID | None = None
+
+    @model_validator(mode="after")
+    def _schedule_for_business_time(self) -> PolicyIn:
+        business = any(t.business for by in self.targets.values() for t in by.values())
+        if business and self.schedule_id is None:
+            raise ValueError("business-hours targets need a schedule_id")
+        return self
+
+    def filter_definition(self) -> dict[str, Any]:
+        return {
+            "match": self.filter.match,
+            "priorities": [p.value for p in self.filter.priorities],
+            "tags": sorted({t.strip().lower() for t in self.filter.tags}),
+        }
+
+    def targets_definition(self) -> dict[str, Any]:
+        return {
+            priority.value: {
+                metric.value: {"minutes": t.minutes, "business": t.business}
+                for metric, t in by_metric.items()
+            }
+            for priority, by_metric in self.targets.items()
+        }
+
+
+class PolicyOut(BaseModel):
+    id: UUID
+    name: str
+    position: int
+    version: int
+    filter: dict[str, Any]
+    targets: dict[str, dict[str, dict[str, Any]]]
+    schedule_id: UUID | None
+    updated_at: datetime
+
+
+class PolicyOrder(Strict):
+    policy_ids: list[UUID] = Field(max_length=1000)
+
+
+class PriorityRequest(Strict):
+    priority: Priority
+
+
+class TagsRequest(Strict):
+    tags: list[Tag] = Field(max_length=50)
+
+
+class SlaTargetOut(BaseModel):
+    metric: Metric
+    instance: int
+    status: str
+    breached: bool
+    breach_recorded: bool
+    policy_id: UUID
+    policy_version: int
+    priority: str
+    target_minutes: int
+    business: bool
+    started_at: datetime
+    due_at: datetime | None
+    fulfilled_at: datetime | None
+    elapsed_calendar_minutes: float
+    elapsed_business_minutes: float | None
+
+
+class TicketSlaOut(BaseModel):
+    ticket_id: UUID
+    as_of: datetime
+    configured: Literal["then", "now"]
+    policy: dict[str, Any] | None
+    targets: list[SlaTargetOut]
