@@ -122,6 +122,7 @@ class SlaTargetOut(BaseModel):
     breach_recorded: bool
     policy_id: UUID
     policy_version: int
+    policy_name: str
     priority: str
     target_minutes: int
     business: bool
@@ -132,9 +133,16 @@ class SlaTargetOut(BaseModel):
     elapsed_business_minutes: float | None
 
 
+class AppliedPolicyOut(BaseModel):
+    policy_id: UUID
+    policy_version: int
+    schedule_id: UUID | None
+    schedule_version: int | None
+
+
 class TicketSlaOut(BaseModel):
     ticket_id: UUID
     as_of: datetime
     configured: Literal["then", "now"]
-    policy: dict[str, Any] | None
+    applied_policy: AppliedPolicyOut | None
     targets: list[SlaTargetOut]

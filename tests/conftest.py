@@ -20,6 +20,8 @@ from api.tokens import Role
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
 
+pytest_plugins = ["tests.sla_fixtures"]
+
 PG_URL = os.environ.get("TICKETLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -161,9 +161,12 @@ def test_views_rebuild_and_status(tmp_path: Path) -> None:
     applied = json.loads(rebuilt.stdout)["events_applied"]
     assert applied > 20
     status = json.loads(run_cli(data, "views", "status", "--json").stdout)
-    assert status == [{"view": "helpdesk", "position": applied, "head": applied, "lag": 0}]
+    assert status == [
+        {"view": name, "position": applied, "head": applied, "lag": 0}
+        for name in ("helpdesk", "sla")
+    ]
     human = run_cli(data, "views", "rebuild")
-    assert f"rebuilt helpdesk from {applied:,} events" in human.stdout
+    assert f"rebuilt helpdesk, sla from {applied:,} events" in human.stdout
     assert run_cli(data, "views", "rebuild", "--view", "nope").returncode == 2
 
 

@@ -13,6 +13,7 @@ from crypto.master import MasterKey
 from crypto.vault import KeyVault
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
+from projections.sla_view import SlaView
 from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
@@ -21,7 +22,7 @@ from ticketlog.desk import Clock, HelpDesk
 
 
 def all_views() -> list[View]:
-    return [HelpDeskView()]
+    return [HelpDeskView(), SlaView()]
 
 
 def event_store_has_events(settings: Settings) -> bool:

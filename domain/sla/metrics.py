@@ -148,6 +148,7 @@ class TargetResult:
     instance: int
     policy_id: str
     policy_version: int
+    policy_name: str
     priority: str
     target_minutes: int
     business: bool
@@ -267,6 +268,7 @@ def _result(
         instance=inst.number,
         policy_id=terms.policy_id,
         policy_version=terms.version,
+        policy_name=terms.name,
         priority=priority,
         target_minutes=target.minutes,
         business=target.business,
