@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import health, sla, sla_reads, subjects, tickets, users
+from api.routers import health, reports, sla, sla_reads, subjects, tickets, users
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -30,4 +30,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(router)
     app.include_router(sla.router)
     app.include_router(sla_reads.router)
+    app.include_router(reports.router)
     return app
