@@ -179,3 +179,4 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     views: list[dict[str, Any]]
+    follower: dict[str, Any] | None = None

@@ -122,6 +122,8 @@ def test_serve_restart_and_rebuilt_views(tmp_path: Path) -> None:
         assert rebuilt == before
         health = httpx.get(f"{base}/healthz").json()
         assert health["views"][0]["lag"] == 0
+        assert health["follower"]["mode"] == "poll"  # SQLite has no LISTEN/NOTIFY
+        assert health["follower"]["passes"] >= 1
     assert proc.stderr is not None
     assert "views brought up to date: 2 events applied" in proc.stderr.read()
 

@@ -79,6 +79,13 @@ class ViewFollower:
         self._listener: threading.Thread | None = None
         self._stopped = threading.Event()
 
+    def details(self) -> dict[str, object]:
+        return {
+            "mode": "listen+poll" if self.listen else "poll",
+            "poll_interval_s": self.loop.interval,
+            "passes": self.loop.passes,
+        }
+
     def start(self) -> None:
         self.loop.start()
         if self.listen:

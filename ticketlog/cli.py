@@ -41,10 +41,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
         follower = ViewFollower(runtime.runner, runtime.desk.recorder, args.poll_interval)
         breaches = Loop("sla-breaches", lambda: record_due_breaches(runtime), args.sla_interval)
+        app = create_app(runtime)
+        app.state.follower = follower
         follower.start()
         breaches.start()
         try:
-            uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         finally:
             breaches.stop()
             follower.stop()
