@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import health, reports, sla, sla_reads, subjects, tickets, users
+from api.routers import health, imports, reports, sla, sla_reads, subjects, tickets, users
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -31,4 +31,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(sla.router)
     app.include_router(sla_reads.router)
     app.include_router(reports.router)
+    app.include_router(imports.router)
     return app

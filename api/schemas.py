@@ -130,6 +130,7 @@ class HistoryEvent(BaseModel):
     recorded_at: datetime
     data: dict[str, Any]
     erased_fields: list[str]
+    imported: bool = False
 
 
 class History(BaseModel):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
-from api.schemas import Name, Strict, Tag
+from api.schemas import Body, Name, Strict, Subject, Tag
 from domain.sla.metrics import Metric
 from domain.sla.schedule import Schedule
-from domain.ticket import Priority
+from domain.ticket import Priority, Status
+from ticketlog.desk import ImportStep, TicketImport
 
 Clock = Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}$")]
 
@@ -146,3 +148,86 @@ class TicketSlaOut(BaseModel):
     configured: Literal["then", "now"]
     applied_policy: AppliedPolicyOut | None
     targets: list[SlaTargetOut]
+
+
+class ImportedComment(Strict):
+    type: Literal["comment"]
+    occurred_at: AwareDatetime
+    author_id: UUID
+    body: Body
+    public: bool = True
+
+
+class ImportedAssign(Strict):
+    type: Literal["assign"]
+    occurred_at: AwareDatetime
+    assignee_id: UUID
+
+
+class ImportedStatus(Strict):
+    type: Literal["status"]
+    occurred_at: AwareDatetime
+    status: Status
+
+
+class ImportedPriority(Strict):
+    type: Literal["priority"]
+    occurred_at: AwareDatetime
+    priority: Priority
+
+
+class ImportedTags(Strict):
+    type: Literal["tags"]
+    occurred_at: AwareDatetime
+    tags: list[Tag] = Field(max_length=50)
+
+
+ImportedEvent = Annotated[
+    ImportedComment | ImportedAssign | ImportedStatus | ImportedPriority | ImportedTags,
+    Field(discriminator="type"),
+]
+
+
+class TicketImportIn(Strict):
+    """A ticket from another help desk, with its history in the order it happened."""
+
+    requester_id: UUID
+    subject: Subject
+    body: Body
+    priority: Priority = Priority.NORMAL
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    created_at: AwareDatetime
+    events: list[ImportedEvent] = Field(default_factory=list, max_length=10_000)
+    source: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "import"
+
+    @model_validator(mode="after")
+    def _in_order(self) -> TicketImportIn:
+        times = [self.created_at, *(e.occurred_at for e in self.events)]
+        if any(later < earlier for earlier, later in itertools.pairwise(times)):
+            raise ValueError("events must be in the order they happened, after created_at")
+        return self
+
+    def to_domain(self) -> TicketImport:
+        return TicketImport(
+            requester_id=self.requester_id,
+            subject=self.subject,
+            body=self.body,
+            created_at=self.created_at,
+            priority=self.priority,
+            tags=list(self.tags),
+            source=self.source,
+            events=[
+                ImportStep(
+                    kind=e.type,
+                    occurred_at=e.occurred_at,
+                    author_id=getattr(e, "author_id", None),
+                    body=getattr(e, "body", None),
+                    public=getattr(e, "public", True),
+                    assignee_id=getattr(e, "assignee_id", None),
+                    status=getattr(e, "status", None),
+                    priority=getattr(e, "priority", None),
+                    tags=getattr(e, "tags", None),
+                )
+                for e in self.events
+            ],
+        )

@@ -104,6 +104,14 @@ class Ticket(Aggregate):
         schedule_version: int | None
         occurred_at: datetime
 
+    class HistoryImported(Aggregate.Event):
+        """Events up to `through_version` came from another help desk, with their own
+        occurred_at; this event's occurred_at is when the import happened."""
+
+        through_version: int
+        source: str
+        occurred_at: datetime
+
     class SlaBreached(Aggregate.Event):
         """A target's due time passed; PII-free, so consumers can alert on it."""
 
@@ -136,6 +144,7 @@ class Ticket(Aggregate):
         self.updated_at = occurred_at
         self.sla_policy: AppliedPolicy | None = None
         self.sla_breaches: set[tuple[str, int]] = set()
+        self.imported_through = 0
 
     @classmethod
     def open(
@@ -217,6 +226,10 @@ class Ticket(Aggregate):
             occurred_at=occurred_at,
         )
 
+    def mark_imported(self, source: str, occurred_at: datetime) -> None:
+        """Close an import: every event so far came from `source`."""
+        self._history_imported(through_version=self.version, source=source, occurred_at=occurred_at)
+
     def record_breach(
         self,
         metric: str,
@@ -284,6 +297,10 @@ class Ticket(Aggregate):
             self.sla_policy = AppliedPolicy(
                 policy_id, policy_version, schedule_id, schedule_version
             )
+
+    @event(HistoryImported)
+    def _history_imported(self, through_version: int, source: str, occurred_at: datetime) -> None:
+        self.imported_through = through_version
 
     @event(SlaBreached)
     def _sla_breached(

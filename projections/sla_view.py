@@ -194,14 +194,13 @@ class SlaView:
         c.execute(
             "INSERT INTO view_sla_tickets (ticket_id, requester_id, assignee_id, status,"
             " priority, created_at, policy, timeline, agent_replies, imported)"
-            " VALUES (?, ?, NULL, 'new', ?, ?, NULL, ?, 0, ?)",
+            " VALUES (?, ?, NULL, 'new', ?, ?, NULL, ?, 0, 0)",
             [
                 str(e.originator_id),
                 str(e.requester_id),
                 e.priority,
                 timestamp(e.occurred_at),
                 orjson.dumps([["opened", timestamp(e.occurred_at), e.priority]]).decode(),
-                int(bool(getattr(e, "imported", False))),
             ],
         )
         self._recompute(c, str(e.originator_id))
@@ -270,6 +269,11 @@ class SlaView:
             [orjson.dumps(ref).decode(), ticket["ticket_id"]],
         )
         self._append(c, ticket, ["policy", timestamp(e.occurred_at), ref])
+
+    def _history_imported(self, c: Cursor, e: Ticket.HistoryImported) -> None:
+        c.execute(
+            "UPDATE view_sla_tickets SET imported = 1 WHERE ticket_id = ?", [str(e.originator_id)]
+        )
 
     def _breached(self, c: Cursor, e: Ticket.SlaBreached) -> None:
         c.execute(
@@ -369,4 +373,5 @@ class SlaView:
         Ticket.PriorityChanged: _priority_changed,
         Ticket.SlaPolicyApplied: _policy_applied,
         Ticket.SlaBreached: _breached,
+        Ticket.HistoryImported: _history_imported,
     }

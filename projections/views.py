@@ -188,4 +188,5 @@ class HelpDeskView:
         Ticket.TagsChanged: _tags_changed,
         Ticket.SlaPolicyApplied: _version_only,
         Ticket.SlaBreached: _version_only,
+        Ticket.HistoryImported: _version_only,
     }

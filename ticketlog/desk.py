@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -40,6 +40,41 @@ Clock = Callable[[], datetime]
 # the new state after a short random pause (so racing writers spread out).
 COMMAND_ATTEMPTS = 30
 RETRY_PAUSE = 0.004
+
+
+@dataclass(frozen=True)
+class ImportStep:
+    """One event of an imported ticket's history."""
+
+    kind: str  # comment | assign | status | priority | tags
+    occurred_at: datetime
+    author_id: UUID | None = None
+    body: str | None = None
+    public: bool = True
+    assignee_id: UUID | None = None
+    status: Status | None = None
+    priority: Priority | None = None
+    tags: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class TicketImport:
+    requester_id: UUID
+    subject: str
+    body: str
+    created_at: datetime
+    priority: Priority = Priority.NORMAL
+    tags: list[str] = field(default_factory=list)
+    events: list[ImportStep] = field(default_factory=list)
+    source: str = "import"
+
+
+class ImportRefused(RuleViolation):
+    """An imported history breaks a rule at one of its events."""
+
+    def __init__(self, index: int, cause: RuleViolation | NotFound) -> None:
+        super().__init__(f"event {index}: {cause.message}", code=cause.code)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -334,6 +369,56 @@ class HelpDesk(Application[UUID]):
                     policy.id, policy.version, policy.schedule_id, schedule_version
                 )
         return None
+
+    # Import from another help desk
+
+    def import_ticket(self, ticket: TicketImport) -> UUID:
+        """A ticket with its whole history, each event at its own `occurred_at`, through the
+        same rules as live commands; saved in one transaction, or not at all.
+
+        Raises ImportRefused (with the failing event's index) when a step breaks a rule.
+        """
+        requester = self._live_user(ticket.requester_id, role="requester")
+        aggregate = Ticket.open(
+            requester_id=requester.id,
+            subject=ticket.subject,
+            body=ticket.body,
+            priority=ticket.priority,
+            tags=ticket.tags,
+            occurred_at=ticket.created_at,
+        )
+        aggregate.apply_sla_policy(self._sla_policy_for(aggregate), ticket.created_at)
+        for index, step in enumerate(ticket.events):
+            try:
+                self._import_step(aggregate, step)
+            except (RuleViolation, NotFound) as e:
+                raise ImportRefused(index, e) from None
+        aggregate.mark_imported(ticket.source, self.clock())
+        self.save(aggregate)
+        return aggregate.id
+
+    def _import_step(self, ticket: Ticket, step: ImportStep) -> None:
+        at = step.occurred_at
+        if step.kind == "comment":
+            assert step.author_id is not None
+            assert step.body is not None
+            author = self._author(step.author_id, role="author")
+            ticket.add_comment(author, step.body, step.public, at)
+        elif step.kind == "assign":
+            assert step.assignee_id is not None
+            ticket.assign(self._author(step.assignee_id, role="assignee"), at)
+        elif step.kind == "status":
+            assert step.status is not None
+            ticket.change_status(step.status, at)
+        elif step.kind == "priority":
+            assert step.priority is not None
+            ticket.change_priority(step.priority, at)
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+        elif step.kind == "tags":
+            ticket.change_tags(list(step.tags or []), at)
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+        else:
+            raise RuleViolation(f"unknown import step {step.kind!r}", code="invalid_import")
 
     def history(self, aggregate_id: UUID) -> list[DomainEventProtocol[UUID]]:
         """Every event of one aggregate, personal fields opened (or ERASED)."""

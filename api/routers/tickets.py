@@ -121,4 +121,11 @@ def change_tags(ticket_id: str, body: TagsRequest, runtime: RuntimeDep) -> dict[
 def history(ticket_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
     events = runtime.desk.ticket_history(tid)
-    return {"ticket_id": tid, "events": [history_event(e) for e in events]}
+    # Events up to a HistoryImported marker came from another help desk.
+    imported = max((getattr(e, "through_version", 0) for e in events), default=0)
+    return {
+        "ticket_id": tid,
+        "events": [
+            {**history_event(e), "imported": e.originator_version <= imported} for e in events
+        ],
+    }
