@@ -296,14 +296,15 @@ class HelpDesk(Application[UUID]):
         schedule_id: UUID | None,
     ) -> UUID:
         self._refuse_unknown_schedule(schedule_id)
-        policy = SlaPolicy.define(name, filter_, targets, schedule_id, self.clock())
 
         def command() -> Sequence[Aggregate]:
+            # A fresh policy per attempt: a failed save has already taken its pending events.
+            policy = SlaPolicy.define(name, filter_, targets, schedule_id, self.clock())
             catalog = self._catalog() or SlaCatalog(occurred_at=self.clock())
             catalog.list_policy(policy.id, self.clock())
             return [policy, catalog]
 
-        self._run_together(command)
+        policy, _ = self._run_together(command)
         return policy.id
 
     def redefine_policy(
@@ -471,7 +472,7 @@ class HelpDesk(Application[UUID]):
             return aggregate
         raise AssertionError("unreachable")
 
-    def _run_together(self, command: Callable[[], Sequence[Aggregate]]) -> None:
+    def _run_together(self, command: Callable[[], Sequence[Aggregate]]) -> Sequence[Aggregate]:
         """Like `_run`, for commands that change several aggregates in one transaction."""
         for attempt in range(COMMAND_ATTEMPTS):
             aggregates = command()
@@ -482,4 +483,5 @@ class HelpDesk(Application[UUID]):
                     raise
                 time.sleep(random.uniform(0, RETRY_PAUSE * (attempt + 1)))  # noqa: S311
                 continue
-            return
+            return aggregates
+        raise AssertionError("unreachable")
