@@ -3,6 +3,10 @@
 Targets are selected by when they started (`started_at` in [from, to), indexed) and classed in
 SQL: achieved (fulfilled in time), breached (fulfilled late, or overdue now) or active.
 Medians and 90th percentiles are over fulfilled targets, interpolated like `percentile_cont`.
+
+"As configured now" cannot come from stored rows (they hold the versions that applied then):
+it re-evaluates the stored timelines of the tickets active in the window (an indexed range
+query) against today's policy and schedule versions. Slower, and only on request.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.sla.metrics import Metric
-from projections.sla_view import parse_time
+import orjson
+
+from domain.sla.metrics import Metric, evaluate
+from projections.sla_view import parse_time, terms_resolver, timeline_facts
 from projections.sql import Database
 from projections.views import timestamp
 
@@ -78,13 +84,62 @@ class Reports:
                 [timestamp(now), timestamp(start), timestamp(end)],
             ).fetchall()
 
+    def _targets_configured_now(
+        self, start: datetime, end: datetime, now: datetime
+    ) -> list[dict[str, Any]]:
+        rows = []
+        with self.db.transaction(commit=False) as c:
+            tickets = c.execute(
+                "SELECT ticket_id, assignee_id, timeline FROM view_sla_tickets"
+                " WHERE last_at >= ? AND created_at < ? ORDER BY created_at, ticket_id",
+                [timestamp(start), timestamp(end)],
+            ).fetchall()
+            resolve = terms_resolver(c, latest=True)
+            for ticket in tickets:
+                facts = timeline_facts(orjson.loads(ticket["timeline"]), resolve)
+                for r in evaluate(facts, now):
+                    if not start <= r.started_at < end:
+                        continue
+                    achieved = r.fulfilled_at is not None and not r.breached
+                    rows.append(
+                        {
+                            "policy_id": r.policy_id,
+                            "policy_name": r.policy_name,
+                            "priority": r.priority,
+                            "assignee_id": ticket["assignee_id"],
+                            "metric": r.metric.value,
+                            "started_at": timestamp(r.started_at),
+                            "fulfilled_at": r.fulfilled_at,
+                            "elapsed_calendar_s": r.elapsed_calendar_minutes * 60,
+                            "elapsed_business_s": None
+                            if r.elapsed_business_minutes is None
+                            else r.elapsed_business_minutes * 60,
+                            "outcome": "achieved"
+                            if achieved
+                            else "breached"
+                            if r.breached
+                            else "active",
+                        }
+                    )
+        return sorted(rows, key=lambda row: row["started_at"])
+
     def sla(
-        self, start: datetime, end: datetime, group_by: str, now: datetime
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: str,
+        now: datetime,
+        configured_now: bool = False,
     ) -> list[dict[str, Any]]:
         """Per group and metric: achieved, breached, active, achievement %, median and p90."""
         tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
         labels: dict[str | None, str | None] = {}
-        for row in self._targets(start, end, now):
+        rows = (
+            self._targets_configured_now(start, end, now)
+            if configured_now
+            else self._targets(start, end, now)
+        )
+        for row in rows:
             key = _group_key(row, group_by)
             if group_by == "policy":
                 labels[key] = row["policy_name"]  # rows come oldest first: the latest name wins

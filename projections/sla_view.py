@@ -127,7 +127,9 @@ class SlaView:
         " ticket_id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, assignee_id TEXT,"
         " status TEXT NOT NULL, priority TEXT NOT NULL, created_at TEXT NOT NULL,"
         " policy TEXT, timeline TEXT NOT NULL, agent_replies INTEGER NOT NULL,"
-        " imported INTEGER NOT NULL DEFAULT 0)",
+        " imported INTEGER NOT NULL DEFAULT 0, last_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS view_sla_tickets_span"
+        " ON view_sla_tickets (last_at, created_at)",
         "CREATE TABLE IF NOT EXISTS view_sla_targets ("
         " ticket_id TEXT NOT NULL, metric TEXT NOT NULL, instance INTEGER NOT NULL,"
         " policy_id TEXT NOT NULL, policy_version INTEGER NOT NULL, policy_name TEXT NOT NULL,"
@@ -193,14 +195,15 @@ class SlaView:
     def _ticket_opened(self, c: Cursor, e: Ticket.Opened) -> None:
         c.execute(
             "INSERT INTO view_sla_tickets (ticket_id, requester_id, assignee_id, status,"
-            " priority, created_at, policy, timeline, agent_replies, imported)"
-            " VALUES (?, ?, NULL, 'new', ?, ?, NULL, ?, 0, 0)",
+            " priority, created_at, policy, timeline, agent_replies, imported, last_at)"
+            " VALUES (?, ?, NULL, 'new', ?, ?, NULL, ?, 0, 0, ?)",
             [
                 str(e.originator_id),
                 str(e.requester_id),
                 e.priority,
                 timestamp(e.occurred_at),
                 orjson.dumps([["opened", timestamp(e.occurred_at), e.priority]]).decode(),
+                timestamp(e.occurred_at),
             ],
         )
         self._recompute(c, str(e.originator_id))
@@ -316,8 +319,8 @@ class SlaView:
         timeline = orjson.loads(ticket["timeline"])
         timeline.append(entry)
         c.execute(
-            "UPDATE view_sla_tickets SET timeline = ? WHERE ticket_id = ?",
-            [orjson.dumps(timeline).decode(), ticket["ticket_id"]],
+            "UPDATE view_sla_tickets SET timeline = ?, last_at = ? WHERE ticket_id = ?",
+            [orjson.dumps(timeline).decode(), entry[1], ticket["ticket_id"]],
         )
         self._recompute(c, ticket["ticket_id"])
 

@@ -164,3 +164,30 @@ def test_bad_report_requests_are_json_4xx(sla_api: Api) -> None:
     empty = api.get("/v1/reports/sla.svg")
     assert empty.status_code == 200
     assert "no fulfilled or breached targets" in empty.text
+
+
+def test_configured_now_recomputes_with_todays_policy_beside_then(
+    sla_api: Api, clock: HandClock
+) -> None:
+    api = sla_api
+    s = scene(api, clock)
+    standard = s["standard"]
+    stricter = {
+        "name": "Standard",
+        "targets": {"normal": {"first_reply": {"minutes": 20}, "resolution": {"minutes": 100}}},
+        "schedule_id": standard["schedule_id"],
+    }
+    r = api.put(f"/v1/sla/policies/{standard['id']}", stricter, role=Role.ADMIN)
+    assert r.status_code == 200, r.text
+    then = metrics_of(api.get("/v1/reports/sla", **WINDOW).json()["groups"], "Standard")
+    now = metrics_of(
+        api.get("/v1/reports/sla", configured="now", **WINDOW).json()["groups"], "Standard"
+    )
+    assert (then["first_reply"]["achieved"], then["first_reply"]["breached"]) == (1, 2)
+    assert (now["first_reply"]["achieved"], now["first_reply"]["breached"]) == (0, 3)
+    # Resolution, now in calendar minutes with a 100-minute target: t1 (60) in time, t2 (120)
+    # late, t3 overdue at 200 minutes.
+    assert (now["resolution"]["achieved"], now["resolution"]["breached"]) == (1, 2)
+    assert (then["resolution"]["achieved"], then["resolution"]["active"]) == (2, 1)
+    # The stored rows are untouched: "then" is still what it was.
+    assert then["first_reply"]["median_calendar_minutes"] == 60.0

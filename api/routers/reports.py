@@ -63,20 +63,39 @@ def sla_report(
     start: From = None,
     end: To = None,
     group_by: Literal["policy", "priority", "assignee"] = "policy",
+    configured: Literal["then", "now"] = "then",
 ) -> Any:
     """Per group and metric: achieved, breached, active, achievement % and the median and
-    p90 of fulfilled targets in calendar and business minutes. `Accept: text/csv` for CSV."""
+    p90 of fulfilled targets in calendar and business minutes. `Accept: text/csv` for CSV.
+
+    `configured=then` (default): each ticket against the policy version that applied to it.
+    `configured=now`: recomputed against today's versions of the same policies."""
     start, end, now = _range(runtime, start, end)
     runtime.runner.catch_up()
-    groups = Reports(runtime.views.db).sla(start, end, group_by, now)
+    groups = Reports(runtime.views.db).sla(
+        start, end, group_by, now, configured_now=configured == "now"
+    )
     if _wants_csv(request):
         rows = [
-            {"group_by": group_by, "group": g["group"], "label": g["label"], **m}
+            {
+                "configured": configured,
+                "group_by": group_by,
+                "group": g["group"],
+                "label": g["label"],
+                **m,
+            }
             for g in groups
             for m in g["metrics"]
         ]
         return _csv(rows, "sla-report.csv")
-    return {"from": start, "to": end, "as_of": now, "group_by": group_by, "groups": groups}
+    return {
+        "from": start,
+        "to": end,
+        "as_of": now,
+        "group_by": group_by,
+        "configured": configured,
+        "groups": groups,
+    }
 
 
 @router.get("/sla.svg", dependencies=[READERS], response_class=Response)
