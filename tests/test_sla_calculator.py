@@ -94,6 +94,14 @@ def test_adding_business_minutes_across_the_new_york_spring_forward() -> None:
     assert (due - friday) == timedelta(hours=65)  # a weekend one hour short
 
 
+def test_spans_of_many_years_are_counted_not_refused() -> None:
+    """An imported ticket left open for years must not stop the view that measures it."""
+    office = berlin_office()
+    start = local(BERLIN, 2019, 1, 7, 9, 0)  # a Monday
+    end = local(BERLIN, 2026, 1, 5, 9, 0)  # a Monday: 2555 days (two leap days) = 365 weeks
+    assert office.business_seconds(start, end) / 3600 == 365 * 5 * 8
+
+
 @pytest.mark.parametrize(
     "definition",
     [

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# However many holidays a schedule has, a year without one working minute is a mistake.
+# However many holidays a schedule has, five years without one working minute is a mistake.
 MAX_DAYS_SEARCHED = 366 * 5
 
 
@@ -112,11 +112,16 @@ class Schedule:
         return local.astimezone(UTC)
 
     def _intervals_from(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working intervals from `start` on, for as long as the caller reads them."""
         day = start.astimezone(self.zone).date() - timedelta(days=1)
-        for _ in range(MAX_DAYS_SEARCHED):
+        idle_days = 0
+        while idle_days < MAX_DAYS_SEARCHED:
+            found = False
             for s, e in self.intervals_on(day):
                 if e > start:
+                    found = True
                     yield max(s, start), e
+            idle_days = 0 if found else idle_days + 1
             day += timedelta(days=1)
         raise ScheduleError("no working time within five years")
 
