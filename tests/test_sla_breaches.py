@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
+
+import psycopg
 
 from api.tokens import Role
 from tests.conftest import Api
@@ -13,6 +17,22 @@ from ticketlog.background import Loop, ViewFollower
 from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
 from ticketlog.sla_jobs import record_due_breaches
+
+
+def wait_for_listen(settings: Settings, since: datetime) -> None:
+    """Until the follower's LISTEN is registered, so the NOTIFY under test cannot be missed."""
+    pg = settings.postgres
+    assert pg is not None
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        for _ in range(3000):
+            row = conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%' AND query_start >= %s",
+                [since],
+            ).fetchone()
+            if row is not None:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the follower never started listening")
 
 
 def breach_events(api: Api, ticket_id: object) -> list[dict[str, Any]]:
@@ -105,9 +125,12 @@ def test_the_breach_scheduler_and_view_follower_run_in_the_background(
     # explicit wake() stands in for the poll.
     follower = ViewFollower(rt.runner, rt.desk.recorder, poll_interval=3600)
     scheduler = Loop("sla-breaches", lambda: record_due_breaches(rt), interval=3600)
+    started = datetime.now(UTC)
     follower.start()
     try:
         assert follower.loop.wait_for_pass(0, timeout=30)
+        if follower.listen:
+            wait_for_listen(rt.settings, started)
         passes = follower.loop.passes
         ticket = rt.desk.open_ticket(customer, "Subject", "Body")
         if not follower.listen:

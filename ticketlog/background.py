@@ -104,7 +104,10 @@ class ViewFollower:
     def _listen(self) -> None:
         while not self._stopped.is_set():
             try:
-                with self.recorder.subscribe(gt=self.runner.head()) as subscription:
+                # From the slowest view's position: whatever lands before LISTEN is active
+                # still arrives through the subscription's first pull.
+                since = min((s.position for s in self.runner.status()), default=0)
+                with self.recorder.subscribe(gt=since) as subscription:
                     self._subscription = subscription
                     if self._stopped.is_set():
                         return
