@@ -12,6 +12,8 @@ from datetime import date, timedelta
 
 MAX_EVENT_DAYS = 31
 _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})")
+# NAME;PARAM="may:contain:colons":VALUE -> (NAME;PARAMS, VALUE)
+_CONTENT_LINE = re.compile(r'^((?:[^:"]|"[^"]*")*):(.*)$')
 
 
 class CalendarError(ValueError):
@@ -45,7 +47,8 @@ def holidays_from_ical(text: str) -> set[date]:
     days: set[date] = set()
     event: dict[str, str] | None = None
     for line in lines:
-        name, _, value = line.partition(":")
+        parsed = _CONTENT_LINE.match(line)
+        name, value = parsed.groups() if parsed else (line, "")
         key = name.split(";", 1)[0].strip().upper()
         if key == "BEGIN" and value.strip().upper() == "VEVENT":
             event = {}

@@ -277,9 +277,6 @@ class SlaCatalog(Aggregate):
     def __init__(self, occurred_at: datetime) -> None:
         self.policy_ids: list[UUID] = []
 
-    def position_of(self, policy_id: UUID) -> int:
-        return self.policy_ids.index(policy_id) + 1
-
     def list_policy(self, policy_id: UUID, occurred_at: datetime) -> None:
         if policy_id not in self.policy_ids:
             self._policy_listed(policy_id=policy_id, occurred_at=occurred_at)

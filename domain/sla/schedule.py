@@ -146,9 +146,3 @@ class Schedule:
                 return s + remaining
             remaining -= e - s
         raise AssertionError("unreachable: _intervals_from raises first")
-
-
-def aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("times must carry a time zone")
-    return value.astimezone(UTC)
