@@ -8,8 +8,12 @@ from api import errors
 from api.routers import (
     audit,
     health,
+    imports,
     organizations,
+    reports,
     retention,
+    sla,
+    sla_reads,
     subjects,
     tickets,
     users,
@@ -47,4 +51,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(audit.router)
+    app.include_router(sla.router)
+    app.include_router(sla_reads.router)
+    app.include_router(reports.router)
+    app.include_router(imports.router)
     return app

@@ -137,6 +137,7 @@ class HistoryEvent(BaseModel):
     recorded_at: datetime
     data: dict[str, Any]
     erased_fields: list[str]
+    imported: bool = False
 
 
 class History(BaseModel):
@@ -305,3 +306,4 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     views: list[dict[str, Any]]
+    follower: dict[str, Any] | None = None

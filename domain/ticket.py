@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import RuleViolation
 from domain.personal import DataSubject, PersonalFields
+from domain.sla.policy import AppliedPolicy
 
 # Ticket content (subject, body, comments) is the requester's personal data, under a key of
 # its own so that one ticket can be shredded alone; the requester owns that key.
@@ -94,6 +95,41 @@ class Ticket(Aggregate):
         reason: str
         occurred_at: datetime
 
+    class PriorityChanged(Aggregate.Event):
+        priority: str
+        occurred_at: datetime
+
+    class TagsChanged(Aggregate.Event):
+        tags: list[str]
+        occurred_at: datetime
+
+    class SlaPolicyApplied(Aggregate.Event):
+        """The SLA policy version (None: no policy matches) the ticket is measured against."""
+
+        policy_id: UUID | None
+        policy_version: int | None
+        schedule_id: UUID | None
+        schedule_version: int | None
+        occurred_at: datetime
+
+    class HistoryImported(Aggregate.Event):
+        """Events up to `through_version` came from another help desk, with their own
+        occurred_at; this event's occurred_at is when the import happened."""
+
+        through_version: int
+        source: str
+        occurred_at: datetime
+
+    class SlaBreached(Aggregate.Event):
+        """A target's due time passed; PII-free, so consumers can alert on it."""
+
+        metric: str
+        instance: int
+        due_at: datetime
+        policy_id: UUID
+        policy_version: int
+        occurred_at: datetime
+
     @event(Opened)
     def __init__(
         self,
@@ -116,6 +152,9 @@ class Ticket(Aggregate):
         self.comments: list[Comment] = []
         self.created_at = occurred_at
         self.updated_at = occurred_at
+        self.sla_policy: AppliedPolicy | None = None
+        self.sla_breaches: set[tuple[str, int]] = set()
+        self.imported_through = 0
 
     @classmethod
     def open(
@@ -178,6 +217,56 @@ class Ticket(Aggregate):
         if not self.content_shredded:
             self._content_shredded(reason=reason, occurred_at=occurred_at)
 
+    def change_priority(self, priority: Priority, occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        priority = Priority(priority)
+        if priority is not self.priority:
+            self._priority_changed(priority=priority.value, occurred_at=occurred_at)
+
+    def change_tags(self, tags: list[str], occurred_at: datetime) -> None:
+        self._refuse_if_closed()
+        tags = normalize_tags(tags)
+        if tags != self.tags:
+            self._tags_changed(tags=tags, occurred_at=occurred_at)
+
+    def apply_sla_policy(self, applied: AppliedPolicy | None, occurred_at: datetime) -> None:
+        """Record the policy that now applies; nothing if it is the one already recorded."""
+        if applied == self.sla_policy:
+            return
+        self._sla_policy_applied(
+            policy_id=applied.policy_id if applied else None,
+            policy_version=applied.policy_version if applied else None,
+            schedule_id=applied.schedule_id if applied else None,
+            schedule_version=applied.schedule_version if applied else None,
+            occurred_at=occurred_at,
+        )
+
+    def mark_imported(self, source: str, occurred_at: datetime) -> None:
+        """Close an import: every event so far came from `source`."""
+        self._history_imported(through_version=self.version, source=source, occurred_at=occurred_at)
+
+    def record_breach(
+        self,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+        occurred_at: datetime,
+    ) -> bool:
+        """Record a breach once per metric instance (closed tickets too: it is a fact)."""
+        if (metric, instance) in self.sla_breaches:
+            return False
+        self._sla_breached(
+            metric=metric,
+            instance=instance,
+            due_at=due_at,
+            policy_id=policy_id,
+            policy_version=policy_version,
+            occurred_at=occurred_at,
+        )
+        return True
+
     # Events: they only set state.
 
     @event(CommentAdded)
@@ -203,6 +292,48 @@ class Ticket(Aggregate):
     @event(ContentShredded)
     def _content_shredded(self, reason: str, occurred_at: datetime) -> None:
         self.content_shredded = True
+
+    @event(PriorityChanged)
+    def _priority_changed(self, priority: str, occurred_at: datetime) -> None:
+        self.priority = Priority(priority)
+        self.updated_at = occurred_at
+
+    @event(TagsChanged)
+    def _tags_changed(self, tags: list[str], occurred_at: datetime) -> None:
+        self.tags = list(tags)
+        self.updated_at = occurred_at
+
+    @event(SlaPolicyApplied)
+    def _sla_policy_applied(
+        self,
+        policy_id: UUID | None,
+        policy_version: int | None,
+        schedule_id: UUID | None,
+        schedule_version: int | None,
+        occurred_at: datetime,
+    ) -> None:
+        if policy_id is None or policy_version is None:
+            self.sla_policy = None
+        else:
+            self.sla_policy = AppliedPolicy(
+                policy_id, policy_version, schedule_id, schedule_version
+            )
+
+    @event(HistoryImported)
+    def _history_imported(self, through_version: int, source: str, occurred_at: datetime) -> None:
+        self.imported_through = through_version
+
+    @event(SlaBreached)
+    def _sla_breached(
+        self,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+        occurred_at: datetime,
+    ) -> None:
+        self.sla_breaches.add((metric, instance))
 
     def _refuse_if_closed(self) -> None:
         if self.status is Status.CLOSED:

@@ -59,8 +59,8 @@ class ProjectionRunner:
         return [ViewStatus(v.name, self.store.position(v), head) for v in self.views]
 
     def catch_up(self, progress: Progress | None = None) -> int:
-        """Apply everything recorded so far; returns how many log events were processed
-        (by the view that was furthest behind)."""
+        """Apply everything recorded so far; returns how many log events the furthest-behind
+        view took in (each view takes in each event once)."""
         with self._lock:
             return max((self._catch_up_view(view, progress) for view in self.views), default=0)
 

@@ -42,7 +42,7 @@ class HelpDeskView:
     """Users, tickets and comments; one tracking position for the three tables."""
 
     name = "helpdesk"
-    version = 2
+    version = 3
     tables: tuple[str, ...] = ("view_ticket_comments", "view_tickets", "view_users")
     schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_users ("
@@ -214,6 +214,26 @@ class HelpDeskView:
         )
         self._touch(c, e)
 
+    def _priority_changed(self, c: Cursor, e: Ticket.PriorityChanged) -> None:
+        c.execute(
+            "UPDATE view_tickets SET priority = ? WHERE id = ?", [e.priority, str(e.originator_id)]
+        )
+        self._touch(c, e)
+
+    def _tags_changed(self, c: Cursor, e: Ticket.TagsChanged) -> None:
+        c.execute(
+            "UPDATE view_tickets SET tags = ? WHERE id = ?",
+            [orjson.dumps(list(e.tags)).decode(), str(e.originator_id)],
+        )
+        self._touch(c, e)
+
+    def _version_only(self, c: Cursor, e: Any) -> None:
+        # SLA bookkeeping is not an update of the ticket a person made; keep updated_at.
+        c.execute(
+            "UPDATE view_tickets SET version = ? WHERE id = ?",
+            [e.originator_version, str(e.originator_id)],
+        )
+
     def _touch(self, c: Cursor, e: Any) -> None:
         c.execute(
             "UPDATE view_tickets SET updated_at = ?, version = ? WHERE id = ?",
@@ -237,4 +257,9 @@ class HelpDeskView:
         Ticket.Assigned: _assigned,
         Ticket.StatusChanged: _status_changed,
         Ticket.ContentShredded: _content_shredded,
+        Ticket.PriorityChanged: _priority_changed,
+        Ticket.TagsChanged: _tags_changed,
+        Ticket.SlaPolicyApplied: _version_only,
+        Ticket.SlaBreached: _version_only,
+        Ticket.HistoryImported: _version_only,
     }

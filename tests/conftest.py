@@ -20,6 +20,8 @@ from api.tokens import Role
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
 
+pytest_plugins = ["tests.sla_fixtures"]
+
 PG_URL = os.environ.get("TICKETLOG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -119,6 +121,9 @@ class Api:
 
     def get(self, path: str, role: Role | None = Role.SERVICE, **params: object) -> httpx.Response:
         return self.client.get(path, headers=self.headers(role), params=params or None)
+
+    def put(self, path: str, json: object, role: Role | None = Role.SERVICE) -> httpx.Response:
+        return self.client.put(path, json=json, headers=self.headers(role))
 
     def patch(self, path: str, json: object, role: Role | None = Role.SERVICE) -> httpx.Response:
         return self.client.patch(path, json=json, headers=self.headers(role))

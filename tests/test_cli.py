@@ -123,6 +123,8 @@ def test_serve_restart_and_rebuilt_views(tmp_path: Path) -> None:
         assert rebuilt == before
         health = httpx.get(f"{base}/healthz").json()
         assert health["views"][0]["lag"] == 0
+        assert health["follower"]["mode"] == "poll"  # SQLite has no LISTEN/NOTIFY
+        assert health["follower"]["passes"] >= 1
     assert proc.stderr is not None
     # Two commands and the access records of the reads that showed personal data.
     assert re.search(r"views brought up to date: \d+ events applied", proc.stderr.read())
@@ -165,10 +167,10 @@ def test_views_rebuild_and_status(tmp_path: Path) -> None:
     status = json.loads(run_cli(data, "views", "status", "--json").stdout)
     assert status == [
         {"view": view, "position": applied, "head": applied, "lag": 0}
-        for view in ("helpdesk", "compliance")
+        for view in ("helpdesk", "compliance", "sla")
     ]
     human = run_cli(data, "views", "rebuild")
-    assert f"rebuilt helpdesk, compliance from {applied:,} events" in human.stdout
+    assert f"rebuilt helpdesk, compliance, sla from {applied:,} events" in human.stdout
     only = json.loads(run_cli(data, "views", "rebuild", "--view", "compliance", "--json").stdout)
     assert only == {"views": ["compliance"], "events_applied": applied}
     assert run_cli(data, "views", "rebuild", "--view", "nope").returncode == 2

@@ -37,6 +37,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from ticketlog.background import Loop, ViewFollower
+    from ticketlog.sla_jobs import record_due_breaches
 
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
@@ -59,7 +61,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if settings.retention_interval > 0:
             scheduler = retention.RetentionScheduler(runtime, settings.retention_interval)
             scheduler.start()
-        uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+        follower = ViewFollower(runtime.runner, runtime.desk.recorder, args.poll_interval)
+        breaches = Loop("sla-breaches", lambda: record_due_breaches(runtime), args.sla_interval)
+        app = create_app(runtime)
+        app.state.follower = follower
+        follower.start()
+        breaches.start()
+        try:
+            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        finally:
+            breaches.stop()
+            follower.stop()
     finally:
         if scheduler is not None:
             scheduler.stop()
@@ -235,6 +247,35 @@ def cmd_verify_certificate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if check.ok else 1
 
 
+def cmd_sla_tick(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.sla_jobs import record_due_breaches
+
+    runtime = Runtime.open(settings)
+    try:
+        _catch_up(runtime, "updating views")
+        recorded = record_due_breaches(runtime)
+    finally:
+        runtime.close()
+    rows = [
+        {
+            "ticket_id": d.ticket_id,
+            "metric": d.metric,
+            "instance": d.instance,
+            "due_at": d.due_at.isoformat(),
+            "policy_id": d.policy_id,
+            "policy_version": d.policy_version,
+        }
+        for d in recorded
+    ]
+    if args.json:
+        _print_json({"breaches_recorded": rows})
+        return 0
+    for r in rows:
+        print(f"{r['ticket_id']}  {r['metric']} #{r['instance']}  due {r['due_at']}")
+    print(f"recorded {len(rows):,} breach{'es' if len(rows) != 1 else ''}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -251,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between view polls (a fallback to LISTEN/NOTIFY on PostgreSQL)",
+    )
+    serve.add_argument(
+        "--sla-interval", type=float, default=30.0, help="seconds between SLA breach checks"
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API tokens").add_subparsers(dest="keys", required=True)
@@ -301,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cert.add_argument("--public-key", help="the log's public key (text or file)")
     verify_cert.add_argument("--json", action="store_true")
     verify_cert.set_defaults(func=cmd_verify_certificate)
+    sla = sub.add_parser("sla", help="service-level agreements").add_subparsers(
+        dest="sla", required=True
+    )
+    tick = sla.add_parser("tick", help="record SlaBreached events for targets now overdue")
+    tick.add_argument("--json", action="store_true")
+    tick.set_defaults(func=cmd_sla_tick)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

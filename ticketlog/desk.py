@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -26,6 +26,14 @@ from domain.access import AccessRecord
 from domain.errors import NotFound, RuleViolation
 from domain.organization import Organization
 from domain.retention import RetentionRule, RetentionSchedule
+from domain.sla.policy import (
+    CATALOG_ID,
+    AppliedPolicy,
+    SlaCatalog,
+    SlaPolicy,
+    SlaSchedule,
+    checked_schedule,
+)
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 
@@ -43,6 +51,41 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class ImportStep:
+    """One event of an imported ticket's history."""
+
+    kind: str  # comment | assign | status | priority | tags
+    occurred_at: datetime
+    author_id: UUID | None = None
+    body: str | None = None
+    public: bool = True
+    assignee_id: UUID | None = None
+    status: Status | None = None
+    priority: Priority | None = None
+    tags: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class TicketImport:
+    requester_id: UUID
+    subject: str
+    body: str
+    created_at: datetime
+    priority: Priority = Priority.NORMAL
+    tags: list[str] = field(default_factory=list)
+    events: list[ImportStep] = field(default_factory=list)
+    source: str = "import"
+
+
+class ImportRefused(RuleViolation):
+    """An imported history breaks a rule at one of its events."""
+
+    def __init__(self, index: int, cause: RuleViolation | NotFound) -> None:
+        super().__init__(f"event {index}: {cause.message}", code=cause.code)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -151,6 +194,7 @@ class HelpDesk(Application[UUID]):
             tags=tags,
             occurred_at=self.clock(),
         )
+        ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.created_at)
         self.save(ticket)
         return ticket.id
 
@@ -182,6 +226,200 @@ class HelpDesk(Application[UUID]):
             return ticket
 
         self.run(command)
+
+    def change_priority(self, ticket_id: UUID, priority: Priority) -> None:
+        def command() -> Ticket:
+            ticket = self._ticket_for_processing(ticket_id)
+            ticket.change_priority(priority, self.clock())
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            return ticket
+
+        self.run(command)
+
+    def change_tags(self, ticket_id: UUID, tags: list[str]) -> None:
+        def command() -> Ticket:
+            ticket = self._ticket_for_processing(ticket_id)
+            ticket.change_tags(tags, self.clock())
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            return ticket
+
+        self.run(command)
+
+    def record_breach(
+        self,
+        ticket_id: UUID,
+        metric: str,
+        instance: int,
+        due_at: datetime,
+        policy_id: UUID,
+        policy_version: int,
+    ) -> bool:
+        """Append `SlaBreached` once per metric instance; False if it was already recorded."""
+        recorded = False
+
+        def command() -> Ticket:
+            nonlocal recorded
+            ticket = self.get(Ticket, ticket_id)
+            recorded = ticket.record_breach(
+                metric, instance, due_at, policy_id, policy_version, self.clock()
+            )
+            return ticket
+
+        self.run(command)
+        return recorded
+
+    # SLA schedules and policies
+
+    def define_schedule(self, name: str, definition: dict[str, Any]) -> UUID:
+        schedule = SlaSchedule.define(name, checked_schedule(definition), self.clock())
+        self.save(schedule)
+        return schedule.id
+
+    def redefine_schedule(self, schedule_id: UUID, name: str, definition: dict[str, Any]) -> None:
+        checked = checked_schedule(definition)
+
+        def command() -> SlaSchedule:
+            schedule = self.get(SlaSchedule, schedule_id)
+            schedule.redefine(name, checked, self.clock())
+            return schedule
+
+        self.run(command)
+
+    def schedule(self, schedule_id: UUID) -> SlaSchedule:
+        return self.get(SlaSchedule, schedule_id)
+
+    def define_policy(
+        self,
+        name: str,
+        filter_: dict[str, Any],
+        targets: dict[str, Any],
+        schedule_id: UUID | None,
+    ) -> UUID:
+        self._refuse_unknown_schedule(schedule_id)
+
+        def command() -> Sequence[Aggregate]:
+            # A fresh policy per attempt: a failed save has already taken its pending events.
+            policy = SlaPolicy.define(name, filter_, targets, schedule_id, self.clock())
+            catalog = self._catalog() or SlaCatalog(occurred_at=self.clock())
+            catalog.list_policy(policy.id, self.clock())
+            return [policy, catalog]
+
+        policy, _ = self._run_together(command)
+        return policy.id
+
+    def redefine_policy(
+        self,
+        policy_id: UUID,
+        name: str,
+        filter_: dict[str, Any],
+        targets: dict[str, Any],
+        schedule_id: UUID | None,
+    ) -> None:
+        self._refuse_unknown_schedule(schedule_id)
+
+        def command() -> SlaPolicy:
+            policy = self.get(SlaPolicy, policy_id)
+            policy.redefine(name, filter_, targets, schedule_id, self.clock())
+            return policy
+
+        self.run(command)
+
+    def reorder_policies(self, policy_ids: list[UUID]) -> None:
+        def command() -> SlaCatalog:
+            catalog = self._catalog()
+            if catalog is None:
+                raise RuleViolation("there are no policies to reorder", code="invalid_policy_order")
+            catalog.reorder(policy_ids, self.clock())
+            return catalog
+
+        self.run(command)
+
+    def policies(self) -> list[SlaPolicy]:
+        """Every policy, in the order they are tried."""
+        catalog = self._catalog()
+        if catalog is None:
+            return []
+        return [self.get(SlaPolicy, pid) for pid in catalog.policy_ids]
+
+    def _catalog(self) -> SlaCatalog | None:
+        try:
+            return self.get(SlaCatalog, CATALOG_ID)
+        except NotFound:
+            return None
+
+    def _refuse_unknown_schedule(self, schedule_id: UUID | None) -> None:
+        if schedule_id is None:
+            return
+        try:
+            self.get(SlaSchedule, schedule_id)
+        except NotFound:
+            raise RuleViolation(
+                f"no schedule with id {schedule_id}", code="unknown_schedule"
+            ) from None
+
+    def _sla_policy_for(self, ticket: Ticket) -> AppliedPolicy | None:
+        """The first policy, by position, whose filter matches the ticket as it is now."""
+        for policy in self.policies():
+            if policy.policy_filter.matches(ticket.priority.value, ticket.tags):
+                schedule_version = (
+                    self.get(SlaSchedule, policy.schedule_id).version
+                    if policy.schedule_id
+                    else None
+                )
+                return AppliedPolicy(
+                    policy.id, policy.version, policy.schedule_id, schedule_version
+                )
+        return None
+
+    # Import from another help desk
+
+    def import_ticket(self, ticket: TicketImport) -> UUID:
+        """A ticket with its whole history, each event at its own `occurred_at`, through the
+        same rules as live commands; saved in one transaction, or not at all.
+
+        Raises ImportRefused (with the failing event's index) when a step breaks a rule.
+        """
+        requester = self._live_user(ticket.requester_id, role="requester")
+        aggregate = Ticket.open(
+            requester_id=requester.id,
+            subject=ticket.subject,
+            body=ticket.body,
+            priority=ticket.priority,
+            tags=ticket.tags,
+            occurred_at=ticket.created_at,
+        )
+        aggregate.apply_sla_policy(self._sla_policy_for(aggregate), ticket.created_at)
+        for index, step in enumerate(ticket.events):
+            try:
+                self._import_step(aggregate, step)
+            except (RuleViolation, NotFound) as e:
+                raise ImportRefused(index, e) from None
+        aggregate.mark_imported(ticket.source, self.clock())
+        self.save(aggregate)
+        return aggregate.id
+
+    def _import_step(self, ticket: Ticket, step: ImportStep) -> None:
+        at = step.occurred_at
+        if step.kind == "comment":
+            assert step.author_id is not None
+            assert step.body is not None
+            author = self._author(step.author_id, role="author")
+            ticket.add_comment(author, step.body, step.public, at)
+        elif step.kind == "assign":
+            assert step.assignee_id is not None
+            ticket.assign(self._author(step.assignee_id, role="assignee"), at)
+        elif step.kind == "status":
+            assert step.status is not None
+            ticket.change_status(step.status, at)
+        elif step.kind == "priority":
+            assert step.priority is not None
+            ticket.change_priority(step.priority, at)
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+        elif step.kind == "tags":
+            ticket.change_tags(list(step.tags or []), at)
+            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+        else:
+            raise RuleViolation(f"unknown import step {step.kind!r}", code="invalid_import")
 
     def history(self, aggregate_id: UUID) -> list[DomainEventProtocol[UUID]]:
         """Every event of one aggregate, personal fields opened (or ERASED)."""
@@ -440,4 +678,18 @@ class HelpDesk(Application[UUID]):
                 continue
             position = recordings[-1].notification.id if recordings else None
             return aggregate, position
+        raise AssertionError("unreachable")
+
+    def _run_together(self, command: Callable[[], Sequence[Aggregate]]) -> Sequence[Aggregate]:
+        """Like `_run`, for commands that change several aggregates in one transaction."""
+        for attempt in range(COMMAND_ATTEMPTS):
+            aggregates = command()
+            try:
+                self.save(*aggregates)
+            except IntegrityError:
+                if attempt == COMMAND_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, RETRY_PAUSE * (attempt + 1)))  # noqa: S311
+                continue
+            return aggregates
         raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ from crypto.vault import KeyVault
 from projections.compliance import ComplianceView
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
+from projections.sla_view import SlaView
 from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
@@ -27,7 +28,7 @@ from ticketlog.desk import Clock, HelpDesk
 
 
 def all_views() -> list[View]:
-    return [HelpDeskView(), ComplianceView()]
+    return [HelpDeskView(), ComplianceView(), SlaView()]
 
 
 def event_store_has_events(settings: Settings) -> bool:

@@ -21,6 +21,7 @@ from api.schemas import (
     TicketOut,
     TicketPage,
 )
+from api.sla_schemas import PriorityRequest, TagsRequest
 from api.tokens import Principal, Role
 from domain.ticket import Status
 from projections.queries import TicketFilter
@@ -161,6 +162,35 @@ def change_status(
     return _read(runtime, who, request, tid)
 
 
+@router.post("/{ticket_id}/priority", response_model=TicketOut)
+def change_priority(
+    ticket_id: str,
+    body: PriorityRequest,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+) -> dict[str, Any]:
+    tid = parse_id(ticket_id, "ticket")
+    runtime.desk.change_priority(tid, body.priority)
+    runtime.runner.catch_up()
+    return _read(runtime, who, request, tid)
+
+
+@router.post("/{ticket_id}/tags", response_model=TicketOut)
+def change_tags(
+    ticket_id: str,
+    body: TagsRequest,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+) -> dict[str, Any]:
+    """Set the ticket's tags (the whole list)."""
+    tid = parse_id(ticket_id, "ticket")
+    runtime.desk.change_tags(tid, list(body.tags))
+    runtime.runner.catch_up()
+    return _read(runtime, who, request, tid)
+
+
 @router.get("/{ticket_id}/history", response_model=History)
 def history(
     ticket_id: str, runtime: RuntimeDep, request: Request, who: Principal = AUDIT
@@ -168,4 +198,11 @@ def history(
     tid = parse_id(ticket_id, "ticket")
     events = runtime.desk.ticket_history(tid)
     record_history_access(runtime, who, request, events)
-    return {"ticket_id": tid, "events": [history_event(e) for e in events]}
+    # Events up to a HistoryImported marker came from another help desk.
+    imported = max((getattr(e, "through_version", 0) for e in events), default=0)
+    return {
+        "ticket_id": tid,
+        "events": [
+            {**history_event(e), "imported": e.originator_version <= imported} for e in events
+        ],
+    }

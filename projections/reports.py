@@ -1,0 +1,241 @@
+"""SLA and agent reports: indexed range queries over the SLA view, no event replay.
+
+Targets are selected by when they started (`started_at` in [from, to), indexed) and classed in
+SQL: achieved (fulfilled in time), breached (fulfilled late, or overdue now) or active.
+Medians and 90th percentiles are over fulfilled targets, interpolated like `percentile_cont`.
+
+"As configured now" cannot come from stored rows (they hold the versions that applied then):
+it re-evaluates the stored timelines of the tickets active in the window (an indexed range
+query) against today's policy and schedule versions. Slower, and only on request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from domain.sla.metrics import Metric, evaluate
+from projections.sla_view import parse_time, terms_resolver, timeline_facts
+from projections.sql import Database
+from projections.views import timestamp
+
+GROUPS = ("policy", "priority", "assignee")
+
+_OUTCOME = (
+    "CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN 'achieved'"
+    " WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN 'breached'"
+    " ELSE 'active' END"
+)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    value = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return round(value, 2)
+
+
+@dataclass
+class _Tally:
+    achieved: int = 0
+    breached: int = 0
+    active: int = 0
+
+    def __post_init__(self) -> None:
+        self.calendar: list[float] = []
+        self.business: list[float] = []
+
+    def summary(self, metric: str) -> dict[str, Any]:
+        decided = self.achieved + self.breached
+        return {
+            "metric": metric,
+            "achieved": self.achieved,
+            "breached": self.breached,
+            "active": self.active,
+            "achievement_pct": None if not decided else round(100 * self.achieved / decided, 1),
+            "median_calendar_minutes": percentile(self.calendar, 0.5),
+            "p90_calendar_minutes": percentile(self.calendar, 0.9),
+            "median_business_minutes": percentile(self.business, 0.5),
+            "p90_business_minutes": percentile(self.business, 0.9),
+        }
+
+
+class Reports:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _targets(self, start: datetime, end: datetime, now: datetime) -> list[Any]:
+        with self.db.transaction(commit=False) as c:
+            return c.execute(
+                f"SELECT policy_id, policy_name, policy_version, priority, assignee_id, metric,"
+                f" started_at, fulfilled_at, elapsed_calendar_s, elapsed_business_s,"
+                f" {_OUTCOME} AS outcome"
+                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?"
+                f" ORDER BY started_at",
+                [timestamp(now), timestamp(start), timestamp(end)],
+            ).fetchall()
+
+    def _targets_configured_now(
+        self, start: datetime, end: datetime, now: datetime
+    ) -> list[dict[str, Any]]:
+        rows = []
+        with self.db.transaction(commit=False) as c:
+            tickets = c.execute(
+                "SELECT ticket_id, assignee_id, timeline FROM view_sla_tickets"
+                " WHERE last_at >= ? AND created_at < ? ORDER BY created_at, ticket_id",
+                [timestamp(start), timestamp(end)],
+            ).fetchall()
+            resolve = terms_resolver(c, latest=True)
+            for ticket in tickets:
+                facts = timeline_facts(orjson.loads(ticket["timeline"]), resolve)
+                for r in evaluate(facts, now):
+                    if not start <= r.started_at < end:
+                        continue
+                    achieved = r.fulfilled_at is not None and not r.breached
+                    rows.append(
+                        {
+                            "policy_id": r.policy_id,
+                            "policy_name": r.policy_name,
+                            "priority": r.priority,
+                            "assignee_id": ticket["assignee_id"],
+                            "metric": r.metric.value,
+                            "started_at": timestamp(r.started_at),
+                            "fulfilled_at": r.fulfilled_at,
+                            "elapsed_calendar_s": r.elapsed_calendar_minutes * 60,
+                            "elapsed_business_s": None
+                            if r.elapsed_business_minutes is None
+                            else r.elapsed_business_minutes * 60,
+                            "outcome": "achieved"
+                            if achieved
+                            else "breached"
+                            if r.breached
+                            else "active",
+                        }
+                    )
+        return sorted(rows, key=lambda row: row["started_at"])
+
+    def sla(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: str,
+        now: datetime,
+        configured_now: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per group and metric: achieved, breached, active, achievement %, median and p90."""
+        tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
+        labels: dict[str | None, str | None] = {}
+        rows = (
+            self._targets_configured_now(start, end, now)
+            if configured_now
+            else self._targets(start, end, now)
+        )
+        for row in rows:
+            key = _group_key(row, group_by)
+            if group_by == "policy":
+                labels[key] = row["policy_name"]  # rows come oldest first: the latest name wins
+            tally = tallies[(key, row["metric"])]
+            setattr(tally, row["outcome"], getattr(tally, row["outcome"]) + 1)
+            if row["fulfilled_at"] is not None:
+                tally.calendar.append(row["elapsed_calendar_s"] / 60)
+                if row["elapsed_business_s"] is not None:
+                    tally.business.append(row["elapsed_business_s"] / 60)
+        groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        for (key, metric), tally in tallies.items():
+            groups[key].append(tally.summary(metric))
+        order = [m.value for m in Metric]
+        return [
+            {
+                "group": key,
+                "label": labels.get(key, key),
+                "metrics": sorted(metrics, key=lambda m: order.index(m["metric"])),
+            }
+            for key, metrics in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+        ]
+
+    def weekly_achievement(
+        self, start: datetime, end: datetime, now: datetime
+    ) -> tuple[list[str], dict[str, list[float | None]]]:
+        """Achievement % per ISO week (Monday's date) per policy, over all metrics."""
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        names: dict[str, str] = {}
+        weeks: set[str] = set()
+        for row in self._targets(start, end, now):
+            if row["outcome"] == "active":
+                continue
+            day = parse_time(row["started_at"]).date()
+            week = (day - timedelta(days=day.weekday())).isoformat()
+            weeks.add(week)
+            names[row["policy_id"]] = row["policy_name"]
+            tally = counts[(row["policy_id"], week)]
+            tally[0] += row["outcome"] == "achieved"
+            tally[1] += 1
+        ordered = sorted(weeks)
+        series = {
+            names[pid]: [
+                round(100 * counts[(pid, w)][0] / counts[(pid, w)][1], 1)
+                if counts[(pid, w)][1]
+                else None
+                for w in ordered
+            ]
+            for pid in sorted(names, key=lambda p: names[p])
+        }
+        return ordered, series
+
+    def agents(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Per agent: tickets solved, public replies, first-reply median and p90 (calendar
+        minutes, for the tickets where they replied first), one-touch rate, reopens."""
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT a.agent_id, a.kind, a.at, a.agent_replies, t.created_at"
+                " FROM view_sla_agent_activity a"
+                " JOIN view_sla_tickets t ON t.ticket_id = a.ticket_id"
+                " WHERE a.at >= ? AND a.at < ? ORDER BY a.at",
+                [timestamp(start), timestamp(end)],
+            ).fetchall()
+        per: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {"solved": 0, "replies": 0, "one_touch": 0, "reopens": 0, "first": []}
+        )
+        for r in rows:
+            agent = per[r["agent_id"]]
+            if r["kind"] == "reply":
+                agent["replies"] += 1
+                if r["agent_replies"] == 1:
+                    waited = parse_time(r["at"]) - parse_time(r["created_at"])
+                    agent["first"].append(waited.total_seconds() / 60)
+            elif r["kind"] == "solved":
+                agent["solved"] += 1
+                agent["one_touch"] += r["agent_replies"] < 2
+            elif r["kind"] == "reopened":
+                agent["reopens"] += 1
+        return [
+            {
+                "agent_id": agent_id,
+                "tickets_solved": a["solved"],
+                "public_replies": a["replies"],
+                "first_reply_median_minutes": percentile(a["first"], 0.5),
+                "first_reply_p90_minutes": percentile(a["first"], 0.9),
+                "one_touch_resolution_pct": round(100 * a["one_touch"] / a["solved"], 1)
+                if a["solved"]
+                else None,
+                "reopens": a["reopens"],
+            }
+            for agent_id, a in sorted(per.items())
+        ]
+
+
+def _group_key(row: Any, group_by: str) -> str | None:
+    if group_by == "policy":
+        return str(row["policy_id"])
+    if group_by == "priority":
+        return str(row["priority"])
+    return None if row["assignee_id"] is None else str(row["assignee_id"])
