@@ -209,7 +209,8 @@ def verify_log(
                 )
             )
         elif digest != leaf.digest:
-            first_modified = first_modified or (event, len(report.problems))
+            if first_modified is None and len(report.problems) < MAX_PROBLEMS:
+                first_modified = (event, len(report.problems))
             report.add(
                 Problem(MODIFIED, "the stored event changed", leaf.index, event.notification_id)
             )
