@@ -171,3 +171,23 @@ def test_replay_shows_tickets_as_recorded_at_a_past_time(tmp_path: Path) -> None
     before = run_cli(data, "audit", "replay", "--as-of", "2000-01-01", "--ticket", str(ticket))
     assert before.returncode == 2
     assert "did not exist" in before.stderr
+
+
+def test_a_data_dir_from_before_the_verifiable_log_is_upgraded_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seed(data)
+    with sqlite3.connect(data / "events.db") as conn:
+        conn.execute("DROP TABLE merkle_leaves")
+        conn.execute("DROP TABLE checkpoints")
+    pub = run_cli(data, "audit", "public-key").stdout.strip()
+    early = run_cli(data, "audit", "verify", "--public-key", pub)
+    assert early.returncode == 2
+    assert "predates the verifiable log" in early.stderr
+
+    upgraded = run_cli(data, "audit", "checkpoint")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "hashing events stored before the verifiable log" in upgraded.stderr
+    assert "100% 6/6 events" in upgraded.stderr
+    assert upgraded.stdout.startswith("ticketlog.local/log\n6\n")
+    result = run_cli(data, "audit", "verify", "--public-key", pub)
+    assert result.returncode == 0, result.stdout

@@ -102,6 +102,11 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         except NoteError as e:
             return _fail(f"the checkpoint you gave does not verify: {e}")
         with AuditLog.open(settings) as log:
+            if not log.has_leaves():
+                return _fail(
+                    "this store predates the verifiable log: start `ticketlog serve` or run "
+                    "`ticketlog audit checkpoint` once to hash its events and sign them"
+                )
             report = verify_log(log, verifier, settings.log_origin, anchors, bar)
     bar.finish()
     if args.json:

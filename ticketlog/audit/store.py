@@ -113,6 +113,15 @@ class AuditLog:
         ).fetchone()
         return row is not None
 
+    def has_leaves(self) -> bool:
+        """Whether this store has the Merkle leaves table (stores made before it do not)."""
+        with self.db.transaction(commit=False) as c:
+            if self.db.postgres:
+                sql = "SELECT to_regclass(?) IS NOT NULL AS found"
+                return bool(c.execute(sql, [LEAVES_TABLE]).fetchone()["found"])
+            sql = "SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return c.execute(sql, [LEAVES_TABLE]).fetchone() is not None
+
     # Events
 
     def event_count(self) -> int:
