@@ -369,3 +369,29 @@ def test_any_statement_can_be_signed_with_the_log_key(settings: Settings) -> Non
     verifier = local_verifier(settings)
     assert verifier is not None
     assert verifier.verify(note) == "erasure certificate\nsubject 42\n"
+
+
+def test_a_checkpoint_signed_behind_the_frontier_must_be_a_prefix(
+    runtime: Runtime, store: Store
+) -> None:
+    from crypto.checkpoint import Checkpoint
+
+    seed(runtime)
+    log = runtime.audit
+    assert log is not None
+    signer = load_signer(runtime.settings, may_create=True)
+    origin = runtime.settings.log_origin
+    signing = Checkpointer(log, signer, origin)
+    assert signing.make().checkpoint.size == 10
+    # Another signer stored a checkpoint of size 5 (and ours of 10 is gone): it is checked
+    # against the tree we hold by a consistency proof.
+    store.run("DELETE FROM checkpoints")
+    log.add_checkpoint(5, log.root(5), Checkpoint(origin, 5, log.root(5)).sign(signer))
+    runtime.desk.register_user("customer", "Gus", "gus@example.com")
+    assert signing.make().checkpoint.size == 11
+    store.run("DELETE FROM checkpoints")
+    bogus = log.root(4)
+    log.add_checkpoint(5, bogus, Checkpoint(origin, 5, bogus).sign(signer))
+    runtime.desk.register_user("customer", "Hal", "hal@example.com")
+    with pytest.raises(CheckpointRefused, match="not a prefix"):
+        signing.make()
