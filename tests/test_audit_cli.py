@@ -63,6 +63,12 @@ def test_checkpoint_verify_proof_and_evidence_end_to_end(tmp_path: Path) -> None
     assert report["ok"] is True
     assert [c["matched"] for c in report["checkpoints"]] == [True, True]
     assert report["tree_size"] == 7
+    last = auditor / "last.txt"
+    saved = run_cli(data, "audit", "verify", "--public-key", pub, "--save-checkpoint", str(last))
+    assert saved.returncode == 0
+    assert last.read_text().startswith("ticketlog.local/log\n7\n")
+    again = run_cli(data, "audit", "verify", "--public-key", pub, "--since", str(last))
+    assert again.returncode == 0
 
     proof = json.loads(run_cli(data, "audit", "proof", "--event", "3", "--json").stdout)
     assert proof["verified"] is True
@@ -103,8 +109,9 @@ def test_checkpoint_verify_proof_and_evidence_end_to_end(tmp_path: Path) -> None
     # Now someone edits the store itself.
     with sqlite3.connect(data / "events.db") as conn:
         conn.execute("UPDATE stored_events SET state = state || ' ' WHERE rowid = 4")
-    broken = run_cli(data, "audit", "verify", "--public-key", pub)
+    broken = run_cli(data, "audit", "verify", "--public-key", pub, "--save-checkpoint", str(last))
     assert broken.returncode == 1
+    assert last.read_text().startswith("ticketlog.local/log\n7\n")  # kept: nothing held
     assert "FAILED: modified at position 3 (notification 4)" in broken.stdout
     refused = run_cli(data, "audit", "checkpoint")
     assert refused.returncode == 2

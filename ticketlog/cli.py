@@ -38,14 +38,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
     backfill.finish()
-    checkpoints = start_checkpoints(runtime)
     try:
         applied = _catch_up(runtime, "updating views")
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
-        uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+        checkpoints = start_checkpoints(runtime)
+        try:
+            uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+        finally:
+            checkpoints.stop()
     finally:
-        checkpoints.stop()
         runtime.close()
     return 0
 
