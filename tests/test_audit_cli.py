@@ -63,6 +63,12 @@ def test_checkpoint_verify_proof_and_evidence_end_to_end(tmp_path: Path) -> None
     assert report["ok"] is True
     assert [c["matched"] for c in report["checkpoints"]] == [True, True]
     assert report["tree_size"] == 7
+    last = auditor / "last.txt"
+    saved = run_cli(data, "audit", "verify", "--public-key", pub, "--save-checkpoint", str(last))
+    assert saved.returncode == 0
+    assert last.read_text().startswith("ticketlog.local/log\n7\n")
+    again = run_cli(data, "audit", "verify", "--public-key", pub, "--since", str(last))
+    assert again.returncode == 0
 
     proof = json.loads(run_cli(data, "audit", "proof", "--event", "3", "--json").stdout)
     assert proof["verified"] is True
@@ -103,8 +109,9 @@ def test_checkpoint_verify_proof_and_evidence_end_to_end(tmp_path: Path) -> None
     # Now someone edits the store itself.
     with sqlite3.connect(data / "events.db") as conn:
         conn.execute("UPDATE stored_events SET state = state || ' ' WHERE rowid = 4")
-    broken = run_cli(data, "audit", "verify", "--public-key", pub)
+    broken = run_cli(data, "audit", "verify", "--public-key", pub, "--save-checkpoint", str(last))
     assert broken.returncode == 1
+    assert last.read_text().startswith("ticketlog.local/log\n7\n")  # kept: nothing held
     assert "FAILED: modified at position 3 (notification 4)" in broken.stdout
     refused = run_cli(data, "audit", "checkpoint")
     assert refused.returncode == 2
@@ -172,3 +179,23 @@ def test_replay_shows_tickets_as_recorded_at_a_past_time(tmp_path: Path) -> None
     before = run_cli(data, "audit", "replay", "--as-of", "2000-01-01", "--ticket", str(ticket))
     assert before.returncode == 2
     assert "did not exist" in before.stderr
+
+
+def test_a_data_dir_from_before_the_verifiable_log_is_upgraded_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seed(data)
+    with sqlite3.connect(data / "events.db") as conn:
+        conn.execute("DROP TABLE merkle_leaves")
+        conn.execute("DROP TABLE checkpoints")
+    pub = run_cli(data, "audit", "public-key").stdout.strip()
+    early = run_cli(data, "audit", "verify", "--public-key", pub)
+    assert early.returncode == 2
+    assert "predates the verifiable log" in early.stderr
+
+    upgraded = run_cli(data, "audit", "checkpoint")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "hashing events stored before the verifiable log" in upgraded.stderr
+    assert "100% 6/6 events" in upgraded.stderr
+    assert upgraded.stdout.startswith("ticketlog.local/log\n6\n")
+    result = run_cli(data, "audit", "verify", "--public-key", pub)
+    assert result.returncode == 0, result.stdout

@@ -4,6 +4,7 @@ broken log; old stores get their leaves once."""
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from crypto.checkpoint import NoteSigner, open_checkpoint
-from crypto.merkle import verify_consistency, verify_inclusion
+from crypto.merkle import root_of, verify_consistency, verify_inclusion
 from domain.ticket import Status
 from ticketlog.audit.leaves import event_leaf_hash
 from ticketlog.audit.signing import Checkpointer, CheckpointRefused, load_signer
@@ -325,6 +326,17 @@ def test_a_long_log_verifies_with_progress_in_bounded_memory(
         assert len(calls) >= 20
         # The log holds 12 MB of states; reading it in pages of 100 rows peaks far below.
         assert peak < 1_500_000, peak
+
+        # Proofs over a large tree (cached block roots) agree with the streamed root.
+        log = runtime.audit
+        root = base64.b64decode(report.root)
+        assert log.root(20_000) == root
+        leaf = next(log.leaves(12_345, 12_346))
+        proof = log.inclusion_proof(12_345, 20_000)
+        assert verify_inclusion(leaf.digest, 12_345, 20_000, proof, root)
+        early = log.root(777)
+        assert early == root_of(x.digest for x in log.leaves(0, 777))
+        assert verify_consistency(777, 20_000, early, root, log.consistency_proof(777, 20_000))
     finally:
         runtime.close()
 
@@ -357,3 +369,29 @@ def test_any_statement_can_be_signed_with_the_log_key(settings: Settings) -> Non
     verifier = local_verifier(settings)
     assert verifier is not None
     assert verifier.verify(note) == "erasure certificate\nsubject 42\n"
+
+
+def test_a_checkpoint_signed_behind_the_frontier_must_be_a_prefix(
+    runtime: Runtime, store: Store
+) -> None:
+    from crypto.checkpoint import Checkpoint
+
+    seed(runtime)
+    log = runtime.audit
+    assert log is not None
+    signer = load_signer(runtime.settings, may_create=True)
+    origin = runtime.settings.log_origin
+    signing = Checkpointer(log, signer, origin)
+    assert signing.make().checkpoint.size == 10
+    # Another signer stored a checkpoint of size 5 (and ours of 10 is gone): it is checked
+    # against the tree we hold by a consistency proof.
+    store.run("DELETE FROM checkpoints")
+    log.add_checkpoint(5, log.root(5), Checkpoint(origin, 5, log.root(5)).sign(signer))
+    runtime.desk.register_user("customer", "Gus", "gus@example.com")
+    assert signing.make().checkpoint.size == 11
+    store.run("DELETE FROM checkpoints")
+    bogus = log.root(4)
+    log.add_checkpoint(5, bogus, Checkpoint(origin, 5, bogus).sign(signer))
+    runtime.desk.register_user("customer", "Hal", "hal@example.com")
+    with pytest.raises(CheckpointRefused, match="not a prefix"):
+        signing.make()

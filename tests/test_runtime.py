@@ -149,3 +149,19 @@ def test_postgres_key_vault_needs_an_explicit_master_key(tmp_path: Path) -> None
     )
     with pytest.raises(KeyVaultError, match="TICKETLOG_MASTER_KEY"):
         Runtime.open(settings)
+
+
+@pytest.mark.postgres
+def test_a_missing_vault_beside_a_postgres_log_is_refused(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=f"{postgres_url}?schema={pg_schema}"
+    )
+    rt = Runtime.open(settings)
+    _seed(rt)
+    rt.close()
+    settings.keys_path.unlink()
+    with pytest.raises(KeyVaultError, match="missing or empty"):
+        Runtime.open(settings)
+    assert not settings.keys_path.exists()

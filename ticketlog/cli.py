@@ -43,8 +43,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
     backfill.finish()
-    checkpoints = start_checkpoints(runtime)
     scheduler = None
+    checkpoints = None
     try:
         applied = _catch_up(runtime, "updating views")
         if applied:
@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if settings.retention_interval > 0:
             scheduler = retention.RetentionScheduler(runtime, settings.retention_interval)
             scheduler.start()
+        checkpoints = start_checkpoints(runtime)
         follower = ViewFollower(runtime.runner, runtime.desk.recorder, args.poll_interval)
         breaches = Loop("sla-breaches", lambda: record_due_breaches(runtime), args.sla_interval)
         app = create_app(runtime)
@@ -75,7 +76,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if scheduler is not None:
             scheduler.stop()
-        checkpoints.stop()
+        if checkpoints is not None:
+            checkpoints.stop()
         runtime.close()
     return 0
 

@@ -31,6 +31,10 @@ def all_views() -> list[View]:
     return [HelpDeskView(), ComplianceView(), SlaView()]
 
 
+# The library names PostgreSQL event tables after the application (HelpDesk.name).
+PG_EVENTS_TABLE = f"{HelpDesk.name.lower()}_events"
+
+
 def event_store_has_events(settings: Settings) -> bool:
     """Look without creating anything: a fresh vault beside a non-empty log means lost keys."""
     pg = settings.postgres
@@ -47,12 +51,12 @@ def event_store_has_events(settings: Settings) -> bool:
             lite.close()
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         row = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [f'"{pg.schema}".stored_events']
+            "SELECT to_regclass(%s) IS NOT NULL", [f'"{pg.schema}".{PG_EVENTS_TABLE}']
         ).fetchone()
         if not row or not row[0]:
             return False
         return (
-            conn.execute(f'SELECT 1 FROM "{pg.schema}".stored_events LIMIT 1').fetchone()
+            conn.execute(f'SELECT 1 FROM "{pg.schema}".{PG_EVENTS_TABLE} LIMIT 1').fetchone()
             is not None
         )
 

@@ -23,7 +23,7 @@ from ticketlog.audit.signing import (
     read_verifier,
 )
 from ticketlog.audit.store import AuditLog, LogGap
-from ticketlog.audit.verify import Report, parse_anchor, verify_log
+from ticketlog.audit.verify import LATEST, Report, parse_anchor, verify_log
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
 
@@ -102,8 +102,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         except NoteError as e:
             return _fail(f"the checkpoint you gave does not verify: {e}")
         with AuditLog.open(settings) as log:
+            if not log.has_leaves():
+                return _fail(
+                    "this store predates the verifiable log: start `ticketlog serve` or run "
+                    "`ticketlog audit checkpoint` once to hash its events and sign them"
+                )
             report = verify_log(log, verifier, settings.log_origin, anchors, bar)
     bar.finish()
+    latest = next((a for a in report.anchors if a.label == LATEST and a.matched), None)
+    if args.save_checkpoint and report.ok and latest is not None:
+        # Written only after everything held: next time, `--since` this file.
+        Path(args.save_checkpoint).write_text(latest.note)
     if args.json:
         _print_json({**report.to_dict(), "public_key": key_source})
     else:
@@ -263,6 +272,9 @@ def register(sub: Any) -> None:
     verify.add_argument("--checkpoint", help="a signed checkpoint the log must match")
     verify.add_argument("--since", help="your earlier checkpoint the log must still extend")
     verify.add_argument("--evidence", help="check an evidence file offline instead of the store")
+    verify.add_argument(
+        "--save-checkpoint", help="when all holds, write the verified latest checkpoint here"
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 

@@ -22,7 +22,7 @@ from crypto.merkle import leaf_hash
 LEAVES_TABLE = "merkle_leaves"
 CHECKPOINTS_TABLE = "checkpoints"
 
-# Portable DDL (BYTEA is BLOB affinity on SQLite); leaf_index is the position in the tree.
+# Portable DDL (SQLite keeps BYTEA values as the bytes given); leaf_index is the tree position.
 AUDIT_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {LEAVES_TABLE} ("
     "leaf_index BIGINT PRIMARY KEY, notification_id BIGINT NOT NULL UNIQUE, "

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crypto.checkpoint import Checkpoint, NoteError, NoteSigner, NoteVerifier, open_checkpoint
-from crypto.merkle import RootBuilder
-from ticketlog.audit.store import AuditLog
+from crypto.merkle import RootBuilder, verify_consistency
+from ticketlog.audit.store import AuditLog, LogGap
 from ticketlog.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -118,7 +118,10 @@ class Checkpointer:
             if latest is not None:
                 anchor = open_checkpoint(latest.note, self.signer.verifier, self.origin)
                 if anchor.size < self._builder.size:
-                    anchor = None  # already checked when the frontier passed it
+                    # Signed (perhaps by another process) behind our frontier: prove it is a
+                    # prefix of the tree we hold rather than re-reading the log.
+                    self._check_behind(anchor)
+                    anchor = None
             size = self.log.tree_size()
             if latest is not None and latest.size > size:
                 raise CheckpointRefused(
@@ -155,6 +158,17 @@ class Checkpointer:
             self._check_anchor(anchor)
         if self._builder.size != size:
             raise CheckpointRefused(f"the log has no leaf at position {self._builder.size}")
+
+    def _check_behind(self, anchor: Checkpoint) -> None:
+        size = self._builder.size
+        try:
+            proof = self.log.consistency_proof(anchor.size, size)
+        except LogGap as e:
+            raise CheckpointRefused(str(e)) from None
+        if not verify_consistency(anchor.size, size, anchor.root, self._builder.root(), proof):
+            raise CheckpointRefused(
+                f"the signed checkpoint of size {anchor.size} is not a prefix of the log"
+            )
 
     def _check_anchor(self, anchor: Checkpoint) -> None:
         if self._builder.root() != anchor.root:

@@ -12,12 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_OID, UUID, uuid5
 
-from crypto.merkle import RootBuilder, consistency_proof, inclusion_proof
+from crypto.merkle import (
+    RootBuilder,
+    consistency_proof,
+    inclusion_proof,
+    node_hash,
+    split_point,
+)
 from projections.sql import Cursor, Database
 from ticketlog.audit.leaves import AUDIT_TABLES, CHECKPOINTS_TABLE, LEAVES_TABLE, event_leaf_hash
 from ticketlog.config import ConfigError, Settings
 
 PAGE = 2000
+CACHED_BLOCK = 256  # aligned blocks of more leaves than this keep their roots in memory
 Progress = Callable[[int, int], None]
 
 
@@ -62,6 +69,7 @@ class AuditLog:
         self.events_table = events_table
         self.id_column = id_column
         self.owns_db = owns_db
+        self._blocks: dict[tuple[int, int], bytes] = {}  # (start, size) -> root
 
     @classmethod
     def beside(cls, settings: Settings, pg_db: Database) -> AuditLog:
@@ -104,6 +112,15 @@ class AuditLog:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [self.events_table]
         ).fetchone()
         return row is not None
+
+    def has_leaves(self) -> bool:
+        """Whether this store has the Merkle leaves table (stores made before it do not)."""
+        with self.db.transaction(commit=False) as c:
+            if self.db.postgres:
+                sql = "SELECT to_regclass(?) IS NOT NULL AS found"
+                return bool(c.execute(sql, [LEAVES_TABLE]).fetchone()["found"])
+            sql = "SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return c.execute(sql, [LEAVES_TABLE]).fetchone() is not None
 
     # Events
 
@@ -214,6 +231,25 @@ class AuditLog:
         return None if r is None else _leaf(r)
 
     def subtree_root(self, start: int, end: int) -> bytes:
+        """The root of leaves [start, end). Large ranges split as RFC 6962 splits them, and
+        the roots of whole aligned blocks (which never change once written) are remembered,
+        so a proof costs a few small reads rather than a pass over the log."""
+        n = end - start
+        if n <= CACHED_BLOCK:
+            return self._read_root(start, end)
+        if n & (n - 1) == 0 and start % n == 0:
+            cached = self._blocks.get((start, n))
+            if cached is None:
+                half = n // 2
+                cached = node_hash(
+                    self.subtree_root(start, start + half), self.subtree_root(start + half, end)
+                )
+                self._blocks[(start, n)] = cached
+            return cached
+        k = split_point(n)
+        return node_hash(self.subtree_root(start, start + k), self.subtree_root(start + k, end))
+
+    def _read_root(self, start: int, end: int) -> bytes:
         builder = RootBuilder()
         for leaf in self.leaves(start, end):
             if leaf.index != start + builder.size:

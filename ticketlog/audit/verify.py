@@ -27,6 +27,7 @@ MODIFIED, MISSING, REORDERED, INSERTED, TRUNCATED = (
     "truncated",
 )
 SIGNATURE, UNSIGNED = "signature", "unsigned"
+LATEST = "latest in store"
 MAX_PROBLEMS = 50
 
 ERASED_TOPIC = "domain.user:User.SubjectErased"
@@ -49,6 +50,7 @@ class Anchor:
     label: str
     checkpoint: Checkpoint
     matched: bool | None = None
+    note: str = ""
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Report:
 
 
 def parse_anchor(label: str, note: str, verifier: NoteVerifier, origin: str) -> Anchor:
-    return Anchor(label, open_checkpoint(note, verifier, origin))
+    return Anchor(label, open_checkpoint(note, verifier, origin), note=note)
 
 
 class ErasedSubjects:
@@ -150,7 +152,7 @@ def verify_log(
     anchors = list(extra_anchors)
     if latest is not None:
         try:
-            anchors.insert(0, parse_anchor("latest in store", latest.note, verifier, origin))
+            anchors.insert(0, parse_anchor(LATEST, latest.note, verifier, origin))
         except NoteError as e:
             report.add(Problem(SIGNATURE, f"the latest stored checkpoint: {e}"))
     if not anchors and not report.problems:
@@ -209,7 +211,8 @@ def verify_log(
                 )
             )
         elif digest != leaf.digest:
-            first_modified = first_modified or (event, len(report.problems))
+            if first_modified is None and len(report.problems) < MAX_PROBLEMS:
+                first_modified = (event, len(report.problems))
             report.add(
                 Problem(MODIFIED, "the stored event changed", leaf.index, event.notification_id)
             )
