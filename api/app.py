@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import health, subjects, tickets, users
+from api.routers import attachments, health, subjects, tickets, users
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -28,4 +28,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for router in (health.router, users.router, tickets.router, subjects.router):
         app.include_router(router)
+    app.include_router(attachments.router)
     return app

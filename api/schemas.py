@@ -166,6 +166,21 @@ class Export(BaseModel):
     comments_elsewhere: list[ExportComment]
 
 
+class AttachmentOut(BaseModel):
+    id: UUID
+    ticket_id: UUID
+    uploader_id: UUID
+    name: str | None
+    size: int
+    content_type: str
+    sha256: str
+    created_at: datetime
+
+
+class AttachmentList(BaseModel):
+    items: list[AttachmentOut]
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

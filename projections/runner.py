@@ -59,16 +59,17 @@ class ProjectionRunner:
         return [ViewStatus(v.name, self.store.position(v), head) for v in self.views]
 
     def catch_up(self, progress: Progress | None = None) -> int:
-        """Apply everything recorded so far; returns how many events were applied."""
+        """Apply everything recorded so far; returns how many log events were applied."""
         with self._lock:
-            return sum(self._catch_up_view(view, progress) for view in self.views)
+            # Each view reads the same events: count them once, not once per view.
+            return max((self._catch_up_view(view, progress) for view in self.views), default=0)
 
     def rebuild(self, views: Sequence[View] | None = None, progress: Progress | None = None) -> int:
         """Empty the views and apply the whole log again."""
         with self._lock:
             chosen = list(views or self.views)
             self.store.reset(chosen)
-            return sum(self._catch_up_view(view, progress) for view in chosen)
+            return max((self._catch_up_view(view, progress) for view in chosen), default=0)
 
     def _catch_up_view(self, view: View, progress: Progress | None) -> int:
         applied = 0

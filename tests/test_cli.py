@@ -161,8 +161,9 @@ def test_views_rebuild_and_status(tmp_path: Path) -> None:
     applied = json.loads(rebuilt.stdout)["events_applied"]
     assert applied > 20
     status = json.loads(run_cli(data, "views", "status", "--json").stdout)
-    assert status == [{"view": "helpdesk", "position": applied, "head": applied, "lag": 0}]
-    human = run_cli(data, "views", "rebuild")
+    assert {"view": "helpdesk", "position": applied, "head": applied, "lag": 0} in status
+    assert all(s["lag"] == 0 for s in status)
+    human = run_cli(data, "views", "rebuild", "--view", "helpdesk")
     assert f"rebuilt helpdesk from {applied:,} events" in human.stdout
     assert run_cli(data, "views", "rebuild", "--view", "nope").returncode == 2
 

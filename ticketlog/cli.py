@@ -37,6 +37,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         applied = _catch_up(runtime, "updating views")
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
+        orphans = runtime.attachments.delete_orphans()
+        if orphans:
+            print(f"deleted {len(orphans):,} orphaned attachment blobs", file=sys.stderr)
         uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
     finally:
         runtime.close()
@@ -118,6 +121,23 @@ def cmd_views_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_attachments_clean(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    runtime = Runtime.open(settings)
+    try:
+        orphans = runtime.attachments.delete_orphans(timedelta(seconds=args.grace_seconds))
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json({"deleted": orphans})
+    else:
+        print(f"deleted {len(orphans):,} orphaned attachment blobs")
+        for blob_id in orphans:
+            print(f"  {blob_id}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -156,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--view", help="only this view")
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(func=cmd_views_rebuild)
+
+    attachments = sub.add_parser("attachments", help="attachment blobs").add_subparsers(
+        dest="attachments", required=True
+    )
+    clean = attachments.add_parser(
+        "clean", help="delete blobs no recorded event names (uploads cut short by a crash)"
+    )
+    clean.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=3600,
+        help="only blobs older than this (an upload in progress has no event yet)",
+    )
+    clean.add_argument("--json", action="store_true")
+    clean.set_defaults(func=cmd_attachments_clean)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -72,6 +72,7 @@ class Settings:
     keyvault_url: str | None = None
     master_key: str | None = None
     master_key_file: Path | None = None
+    max_attachment_bytes: int = 25 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +85,7 @@ class Settings:
             keyvault_url=env.get("TICKETLOG_KEYVAULT_URL") or None,
             master_key=env.get("TICKETLOG_MASTER_KEY") or None,
             master_key_file=Path(key_file) if key_file else None,
+            max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
         )
 
     @property
@@ -119,6 +121,10 @@ class Settings:
         )
 
     @property
+    def blobs_path(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
     def key_file_path(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
 
@@ -132,3 +138,16 @@ class Settings:
             "SQLITE_DBNAME": str(self.events_path),
             "SQLITE_LOCK_TIMEOUT": "10",
         }
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {text[:40]!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -165,6 +165,33 @@ class HelpDesk(Application[UUID]):
         ticket = self._run(command)
         return ticket.comments[-1].version
 
+    def check_attachable(self, ticket_id: UUID) -> None:
+        """Refuse an upload before storing anything: unknown or closed tickets take no files."""
+        ticket = self._get(Ticket, ticket_id)
+        if ticket.status is Status.CLOSED:
+            raise RuleViolation("a closed ticket is final", code="ticket_closed")
+
+    def add_attachment(
+        self,
+        ticket_id: UUID,
+        attachment_id: UUID,
+        uploader_id: UUID,
+        name: str,
+        size: int,
+        content_type: str,
+        sha256: str,
+    ) -> None:
+        uploader = self._author(uploader_id, role="uploader")
+
+        def command() -> Ticket:
+            ticket = self._get(Ticket, ticket_id)
+            ticket.add_attachment(
+                attachment_id, uploader, name, size, content_type, sha256, self.clock()
+            )
+            return ticket
+
+        self._run(command)
+
     def assign(self, ticket_id: UUID, assignee_id: UUID) -> None:
         assignee = self._author(assignee_id, role="assignee")
 

@@ -11,17 +11,20 @@ from api.tokens import TokenStore
 from crypto.errors import KeyVaultError
 from crypto.master import MasterKey
 from crypto.vault import KeyVault
+from projections.attachments import AttachmentQueries, AttachmentsView
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
 from projections.sql import Database, ensure_schema
 from projections.store import ViewStore
 from projections.views import HelpDeskView, View
+from ticketlog.attachments import Attachments
+from ticketlog.blobs import BlobStore, FileBlobStore, TableBlobStore
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
 
 
 def all_views() -> list[View]:
-    return [HelpDeskView()]
+    return [HelpDeskView(), AttachmentsView()]
 
 
 def event_store_has_events(settings: Settings) -> bool:
@@ -87,6 +90,7 @@ class Runtime:
     runner: ProjectionRunner
     queries: Queries
     tokens: TokenStore
+    attachments: Attachments
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -105,6 +109,17 @@ class Runtime:
             raise
         views = ViewStore(views_db, all_views())
         runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
+        blobs: BlobStore = (
+            TableBlobStore(Database.postgresql(pg)) if pg else FileBlobStore(settings.blobs_path)
+        )
+        attachments = Attachments(
+            desk,
+            vault,
+            blobs,
+            AttachmentQueries(views_db),
+            runner,
+            max_bytes=settings.max_attachment_bytes,
+        )
         return cls(
             settings=settings,
             vault=vault,
@@ -113,6 +128,7 @@ class Runtime:
             runner=runner,
             queries=Queries(views_db),
             tokens=TokenStore(auth_db),
+            attachments=attachments,
         )
 
     def close(self) -> None:
@@ -120,6 +136,8 @@ class Runtime:
             return
         self._closed = True
         self.tokens.db.close()
+        if isinstance(self.attachments.blobs, TableBlobStore):
+            self.attachments.blobs.db.close()
         self.views.close()
         self.desk.close()
         self.vault.close()
