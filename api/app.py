@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import attachments, health, subjects, tickets, users
+from api.routers import attachments, health, preferences, subjects, tickets, users
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -29,4 +29,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (health.router, users.router, tickets.router, subjects.router):
         app.include_router(router)
     app.include_router(attachments.router)
+    app.include_router(preferences.router)
     return app

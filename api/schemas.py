@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
 from domain.ticket import Priority, Status
 from domain.user import UserKind
@@ -179,6 +179,22 @@ class AttachmentOut(BaseModel):
 
 class AttachmentList(BaseModel):
     items: list[AttachmentOut]
+
+
+class ChannelSwitches(Strict):
+    email: StrictBool = True
+
+
+class NotificationPreferencesIn(Strict):
+    agent_reply: ChannelSwitches | None = None
+    ticket_solved: ChannelSwitches | None = None
+    ticket_assigned: ChannelSwitches | None = None
+    requester_reply: ChannelSwitches | None = None
+
+
+class NotificationPreferencesOut(BaseModel):
+    user_id: UUID
+    preferences: dict[str, dict[str, bool]]
 
 
 class ErrorBody(BaseModel):

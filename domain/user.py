@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import RuleViolation
+from domain.notifications import Preferences, validate_preferences
 from domain.personal import DataSubject, PersonalFields
 
 THE_USER = DataSubject("user", id_attr="originator_id")
@@ -42,6 +43,12 @@ class User(Aggregate):
         organization: Any
         occurred_at: datetime
         personal_fields: ClassVar[PersonalFields] = {f: (THE_USER,) for f in PROFILE_FIELDS}
+
+    class NotificationPreferencesSet(Aggregate.Event):
+        """Which notifications the person wants, per kind and channel (no personal data)."""
+
+        preferences: dict[str, dict[str, bool]]
+        occurred_at: datetime
 
     class SubjectErased(Aggregate.Event):
         """The person's keys were destroyed; carries no personal data."""
@@ -96,6 +103,19 @@ class User(Aggregate):
         values = {"name": name, "email": email, "phone": phone, "organization": organization}
         for field in changed:
             setattr(self, field, values[field])
+        self.updated_at = occurred_at
+
+    def set_notification_preferences(self, preferences: Preferences, occurred_at: datetime) -> None:
+        """Replace the person's preferences; kinds and channels not named stay on."""
+        self._refuse_if_erased()
+        self._notification_preferences_set(
+            preferences=validate_preferences(preferences), occurred_at=occurred_at
+        )
+
+    @event(NotificationPreferencesSet)
+    def _notification_preferences_set(
+        self, preferences: dict[str, dict[str, bool]], occurred_at: datetime
+    ) -> None:
         self.updated_at = occurred_at
 
     def erase(self, keys_destroyed: int, occurred_at: datetime) -> None:

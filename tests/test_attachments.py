@@ -91,7 +91,8 @@ def test_files_round_trip_whatever_their_size(vault: KeyVault, size: int) -> Non
     data = os.urandom(size)
     sealed = seal_file(vault, data)
     assert open_all(vault, sealed) == data
-    assert data[:64] not in sealed or size == 0
+    if size >= 64:
+        assert data[:64] not in sealed
 
 
 def test_reordered_dropped_truncated_or_moved_records_fail(vault: KeyVault) -> None:

@@ -40,7 +40,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         orphans = runtime.attachments.delete_orphans()
         if orphans:
             print(f"deleted {len(orphans):,} orphaned attachment blobs", file=sys.stderr)
-        uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+        from ticketlog.notify.service import start_background
+
+        stop_workers = start_background(runtime)
+        try:
+            uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
+        finally:
+            stop_workers()
     finally:
         runtime.close()
     return 0
@@ -138,6 +144,36 @@ def cmd_attachments_clean(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notify_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from ticketlog.notify.service import email_worker
+
+    runtime = Runtime.open(settings)
+    try:
+        worker = email_worker(runtime)
+        if worker is None:
+            print("ticketlog: error: set TICKETLOG_SMTP_URL to send email", file=sys.stderr)
+            return 2
+        if args.once:
+            outcome = worker.run_once()
+            counts = {k: getattr(outcome, k) for k in ("sent", "skipped", "retrying", "failed")}
+            if args.json:
+                _print_json(counts)
+            else:
+                print(", ".join(f"{n:,} {k}" for k, n in counts.items()))
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print("delivering notifications; Ctrl-C to stop", file=sys.stderr)
+        worker.run_forever(stop, interval=args.interval)
+    finally:
+        runtime.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -191,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("--json", action="store_true")
     clean.set_defaults(func=cmd_attachments_clean)
+
+    notify = sub.add_parser("notify", help="outbound notifications").add_subparsers(
+        dest="notify", required=True
+    )
+    run = notify.add_parser("run", help="deliver due notifications (email) until stopped")
+    run.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_notify_run)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -73,6 +73,7 @@ class Settings:
     master_key: str | None = None
     master_key_file: Path | None = None
     max_attachment_bytes: int = 25 * 1024 * 1024
+    smtp_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +87,7 @@ class Settings:
             master_key=env.get("TICKETLOG_MASTER_KEY") or None,
             master_key_file=Path(key_file) if key_file else None,
             max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
+            smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
         )
 
     @property
@@ -119,6 +121,11 @@ class Settings:
         return bool(
             self.keyvault_url and self.keyvault_url.startswith(("postgresql:", "postgres:"))
         )
+
+    @property
+    def notify_path(self) -> Path:
+        """Notification and webhook delivery state (SQLite); not disposable like views.db."""
+        return self.data_dir / "notify.db"
 
     @property
     def blobs_path(self) -> Path:

@@ -22,6 +22,7 @@ from eventsourcing.utils import Environment
 from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
 from domain.errors import NotFound, RuleViolation
+from domain.notifications import Preferences
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 
@@ -95,6 +96,14 @@ class HelpDesk(Application[UUID]):
         def command() -> User:
             user = self._get(User, user_id)
             user.update_profile(changes, self.clock())
+            return user
+
+        self._run(command)
+
+    def set_notification_preferences(self, user_id: UUID, preferences: Preferences) -> None:
+        def command() -> User:
+            user = self._get(User, user_id)
+            user.set_notification_preferences(preferences, self.clock())
             return user
 
         self._run(command)

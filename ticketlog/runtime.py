@@ -21,6 +21,7 @@ from ticketlog.attachments import Attachments
 from ticketlog.blobs import BlobStore, FileBlobStore, TableBlobStore
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
+from ticketlog.notify.outbox import Outbox
 
 
 def all_views() -> list[View]:
@@ -91,6 +92,7 @@ class Runtime:
     queries: Queries
     tokens: TokenStore
     attachments: Attachments
+    notifications: Outbox
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -109,9 +111,8 @@ class Runtime:
             raise
         views = ViewStore(views_db, all_views())
         runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
-        blobs: BlobStore = (
-            TableBlobStore(Database.postgresql(pg)) if pg else FileBlobStore(settings.blobs_path)
-        )
+        # On PostgreSQL, blobs and delivery state share the views' connection pool.
+        blobs: BlobStore = TableBlobStore(views_db) if pg else FileBlobStore(settings.blobs_path)
         attachments = Attachments(
             desk,
             vault,
@@ -120,6 +121,8 @@ class Runtime:
             runner,
             max_bytes=settings.max_attachment_bytes,
         )
+        notify_db = views_db if pg else Database.sqlite(settings.notify_path)
+        notifications = Outbox(notify_db, desk.recorder, desk.sealing_mapper)
         return cls(
             settings=settings,
             vault=vault,
@@ -129,6 +132,7 @@ class Runtime:
             queries=Queries(views_db),
             tokens=TokenStore(auth_db),
             attachments=attachments,
+            notifications=notifications,
         )
 
     def close(self) -> None:
@@ -136,8 +140,8 @@ class Runtime:
             return
         self._closed = True
         self.tokens.db.close()
-        if isinstance(self.attachments.blobs, TableBlobStore):
-            self.attachments.blobs.db.close()
+        if self.notifications.db is not self.views.db:
+            self.notifications.db.close()
         self.views.close()
         self.desk.close()
         self.vault.close()
