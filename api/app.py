@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import attachments, health, preferences, subjects, tickets, users
+from api.routers import (
+    attachments,
+    health,
+    preferences,
+    subjects,
+    tickets,
+    users,
+    webhooks,
+)
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
 
@@ -30,4 +38,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(router)
     app.include_router(attachments.router)
     app.include_router(preferences.router)
+    app.include_router(webhooks.router)
     return app

@@ -149,28 +149,54 @@ def cmd_notify_run(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from ticketlog.notify.service import email_worker
+    from ticketlog.notify.webhook_worker import WebhookWorker
 
     runtime = Runtime.open(settings)
     try:
-        worker = email_worker(runtime)
-        if worker is None:
-            print("ticketlog: error: set TICKETLOG_SMTP_URL to send email", file=sys.stderr)
-            return 2
-        if args.once:
-            outcome = worker.run_once()
-            counts = {k: getattr(outcome, k) for k in ("sent", "skipped", "retrying", "failed")}
-            if args.json:
-                _print_json(counts)
-            else:
-                print(", ".join(f"{n:,} {k}" for k, n in counts.items()))
-            return 0
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        print("delivering notifications; Ctrl-C to stop", file=sys.stderr)
-        worker.run_forever(stop, interval=args.interval)
+        email = email_worker(runtime)
+        if email is None:
+            print("email is off: set TICKETLOG_SMTP_URL to send it", file=sys.stderr)
+        webhooks = WebhookWorker(runtime)
+        try:
+            if args.once:
+                return _notify_once(args, email, webhooks)
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            print("delivering notifications; Ctrl-C to stop", file=sys.stderr)
+            threads = [threading.Thread(target=webhooks.run_forever, args=(stop, args.interval))]
+            if email is not None:
+                threads.append(
+                    threading.Thread(target=email.run_forever, args=(stop, args.interval))
+                )
+            for thread in threads:
+                thread.start()
+            while not stop.wait(0.5):
+                pass
+            for thread in threads:
+                thread.join()
+        finally:
+            webhooks.close()
     finally:
         runtime.close()
+    return 0
+
+
+def _notify_once(args: argparse.Namespace, email: Any, webhooks: Any) -> int:
+    result: dict[str, Any] = {"email": None}
+    if email is not None:
+        outcome = email.run_once()
+        result["email"] = {
+            k: getattr(outcome, k) for k in ("sent", "skipped", "retrying", "failed")
+        }
+    hooks = webhooks.run_once()
+    result["webhooks"] = {k: getattr(hooks, k) for k in ("delivered", "retrying", "failed")}
+    if args.json:
+        _print_json(result)
+    else:
+        for channel, counts in result.items():
+            text = "off" if counts is None else ", ".join(f"{n:,} {k}" for k, n in counts.items())
+            print(f"{channel}: {text}")
     return 0
 
 
@@ -231,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify = sub.add_parser("notify", help="outbound notifications").add_subparsers(
         dest="notify", required=True
     )
-    run = notify.add_parser("run", help="deliver due notifications (email) until stopped")
+    run = notify.add_parser("run", help="deliver email and webhooks until stopped")
     run.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     run.add_argument("--json", action="store_true")

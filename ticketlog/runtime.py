@@ -22,6 +22,7 @@ from ticketlog.blobs import BlobStore, FileBlobStore, TableBlobStore
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
 from ticketlog.notify.outbox import Outbox
+from ticketlog.notify.webhooks import WebhookStore
 
 
 def all_views() -> list[View]:
@@ -93,6 +94,7 @@ class Runtime:
     tokens: TokenStore
     attachments: Attachments
     notifications: Outbox
+    webhooks: WebhookStore
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -133,6 +135,7 @@ class Runtime:
             tokens=TokenStore(auth_db),
             attachments=attachments,
             notifications=notifications,
+            webhooks=WebhookStore(notify_db, vault, desk.recorder),
         )
 
     def close(self) -> None:

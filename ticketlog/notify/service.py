@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ticketlog.notify.email import SmtpSender, SmtpSettings
+from ticketlog.notify.webhook_worker import WebhookWorker
 from ticketlog.notify.worker import EmailWorker
 
 if TYPE_CHECKING:
@@ -22,14 +23,22 @@ def email_worker(runtime: Runtime) -> EmailWorker | None:
 
 
 def start_background(runtime: Runtime, interval: float = 1.0) -> Callable[[], None]:
-    """Run every configured worker in a daemon thread; returns the function that stops them."""
+    """Run the webhook worker, and the email worker when SMTP is set, in daemon threads.
+
+    Returns the function that stops them.
+    """
     stop = threading.Event()
-    threads = []
-    worker = email_worker(runtime)
-    if worker is not None:
+    webhooks = WebhookWorker(runtime)
+    threads = [
+        threading.Thread(
+            target=webhooks.run_forever, args=(stop, interval), name="webhooks", daemon=True
+        )
+    ]
+    email = email_worker(runtime)
+    if email is not None:
         threads.append(
             threading.Thread(
-                target=worker.run_forever, args=(stop, interval), name="email", daemon=True
+                target=email.run_forever, args=(stop, interval), name="email", daemon=True
             )
         )
     for thread in threads:
@@ -39,5 +48,6 @@ def start_background(runtime: Runtime, interval: float = 1.0) -> Callable[[], No
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+        webhooks.close()
 
     return stop_all
