@@ -324,3 +324,22 @@ def test_serve_delivers_email_in_the_background(tmp_path: Path, smtp: tuple[Inbo
     assert inbox.subjects() == [
         ("Bg Bert <bert@example.com>", "Ticket assigned to you: Background")
     ]
+
+
+def test_line_breaks_in_user_text_never_become_headers(
+    mail_api: Api, smtp: tuple[Inbox, str]
+) -> None:
+    inbox, _ = smtp
+    requester = mail_api.user(name="Doe, Jane", email="jane@example.com")
+    agent = mail_api.user(kind="agent", name="Mallory\nBcc: evil@example.com")
+    tid = mail_api.ticket(requester["id"], subject="Hello\r\nBcc: evil@example.com")["id"]
+    mail_api.post(f"/v1/tickets/{tid}/assign", {"assignee_id": agent["id"]})
+    mail_api.post(
+        f"/v1/tickets/{tid}/comments", {"author_id": agent["id"], "body": "ok", "public": True}
+    )
+    assert worker(mail_api.runtime).run_once().sent == 2
+    for message in inbox.messages:
+        assert message["Bcc"] is None
+        assert "\n" not in str(message["Subject"])
+    assert inbox.messages[1]["To"].addresses[0].display_name == "Doe, Jane"
+    assert inbox.messages[1]["To"].addresses[0].addr_spec == "jane@example.com"

@@ -328,3 +328,16 @@ def test_nothing_is_processed_twice_when_the_worker_process_is_killed_mid_delive
     # What the receiver processed: each of the five events exactly once.
     positions = sorted(p["position"] for p in receiver.processed.values())
     assert len(positions) == len(set(positions)) == 5
+    status = subprocess.run(
+        [*CLI, "notify", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    [hook] = json.loads(status.stdout)["webhooks"]
+    assert hook["states"] == {"delivered": 5}
+    assert hook["lag"] == 0
+    assert json.loads(status.stdout)["email"]["configured"] is False

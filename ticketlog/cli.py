@@ -27,6 +27,12 @@ def _catch_up(runtime: Runtime, label: str) -> int:
     return applied
 
 
+def _catch_up_notifications(runtime: Runtime) -> None:
+    bar = ProgressBar("updating notifications")
+    runtime.notifications.runner.catch_up(progress=bar)
+    bar.finish()
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -37,6 +43,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         applied = _catch_up(runtime, "updating views")
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
+        _catch_up_notifications(runtime)
         orphans = runtime.attachments.delete_orphans()
         if orphans:
             print(f"deleted {len(orphans):,} orphaned attachment blobs", file=sys.stderr)
@@ -153,6 +160,8 @@ def cmd_notify_run(args: argparse.Namespace, settings: Settings) -> int:
 
     runtime = Runtime.open(settings)
     try:
+        _catch_up(runtime, "updating views")
+        _catch_up_notifications(runtime)
         email = email_worker(runtime)
         if email is None:
             print("email is off: set TICKETLOG_SMTP_URL to send it", file=sys.stderr)
@@ -179,6 +188,42 @@ def cmd_notify_run(args: argparse.Namespace, settings: Settings) -> int:
             webhooks.close()
     finally:
         runtime.close()
+    return 0
+
+
+def cmd_notify_status(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        runtime.notifications.runner.catch_up()
+        head = runtime.runner.head()
+        status: dict[str, Any] = {
+            "email": {
+                "configured": settings.smtp_url is not None,
+                "states": runtime.notifications.counts(),
+            },
+            "webhooks": [
+                {
+                    "id": w.id,
+                    "url": w.url,
+                    "events": w.events,
+                    "position": w.position,
+                    "lag": max(head - w.position, 0),
+                    "states": runtime.webhooks.counts(w.id),
+                }
+                for w in runtime.webhooks.all()
+            ],
+        }
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json(status)
+        return 0
+    email = status["email"]
+    states = ", ".join(f"{n:,} {k}" for k, n in sorted(email["states"].items())) or "none yet"
+    print(f"email ({'on' if email['configured'] else 'off'}): {states}")
+    for w in status["webhooks"]:
+        states = ", ".join(f"{n:,} {k}" for k, n in sorted(w["states"].items())) or "none yet"
+        print(f"webhook {w['id']} {w['url']}  lag {w['lag']:,}  {states}")
     return 0
 
 
@@ -262,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     run.add_argument("--json", action="store_true")
     run.set_defaults(func=cmd_notify_run)
+    nstatus = notify.add_parser("status", help="delivery states of email and each webhook")
+    nstatus.add_argument("--json", action="store_true")
+    nstatus.set_defaults(func=cmd_notify_status)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -131,6 +131,23 @@ def _present(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
     response_model=AttachmentOut,
     dependencies=[SERVICE],
     responses={413: {"description": "the file is larger than TICKETLOG_MAX_ATTACHMENT_BYTES"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "uploader_id"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "uploader_id": {"type": "string", "format": "uuid"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 async def upload(ticket_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """multipart/form-data with one `file` part and an `uploader_id` field."""

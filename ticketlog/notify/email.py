@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -142,8 +142,8 @@ def compose(
         return None
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = f"{name} <{to}>"
-    message["Subject"] = _SUBJECTS[NotificationKind(kind)].format(subject=subject)
+    message["To"] = formataddr((_one_line(name), str(to)))
+    message["Subject"] = _SUBJECTS[NotificationKind(kind)].format(subject=_one_line(subject))
     # The same id on every attempt: a copy sent again after a crash is recognisably the same.
     message["Message-ID"] = f"<{message_id}@ticketlog>"
     message["Date"] = format_datetime(datetime.now(UTC))
@@ -151,6 +151,11 @@ def compose(
     message["X-Ticketlog-Notification"] = kind
     message.set_content(f"Hello {name},\n\n{text}\n\nTicket {ticket_id}\n")
     return message
+
+
+def _one_line(value: Any) -> str:
+    # Header values come from users: a line break must never start a new header.
+    return " ".join(str(value).split())
 
 
 def _body(kind: str, ticket: dict[str, Any], version: int, vault: KeyVault) -> str:

@@ -129,6 +129,17 @@ class Outbox:
                 ],
             )
 
+    def counts(self) -> dict[str, int]:
+        """How many notifications are in each delivery state (`new`: not tried yet)."""
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT COALESCE(d.state, 'new') AS state, COUNT(*) AS n"
+                " FROM view_notifications n"
+                " LEFT JOIN notification_deliveries d ON d.message_id = n.id"
+                " GROUP BY COALESCE(d.state, 'new')"
+            ).fetchall()
+        return {r["state"]: int(r["n"]) for r in rows}
+
     def deliveries(self, recipient_id: str | None = None) -> list[dict[str, Any]]:
         """Every notification with its delivery state (for operators and tests)."""
         sql = (

@@ -86,7 +86,15 @@ class WebhookWorker:
                 return outcome
             for delivery in batch:
                 outcome.seen.add(delivery["id"])
-                state = self._deliver(delivery)
+                try:
+                    state = self._deliver(delivery)
+                except Exception as e:
+                    # One delivery that cannot be built must not hold up the others.
+                    log.exception("webhook delivery %s cannot be sent", delivery["id"])
+                    attempt = int(delivery["attempts"]) + 1
+                    error = type(e).__name__
+                    self.store.settle(delivery["id"], attempt, "failed", self.clock(), None, error)
+                    state = "failed"
                 if state is not None:
                     setattr(outcome, state, getattr(outcome, state) + 1)
 

@@ -333,6 +333,16 @@ class WebhookStore:
                 [delivery_id, attempt, timestamp(now), status, error],
             )
 
+    def counts(self, webhook_id: str) -> dict[str, int]:
+        """How many of the webhook's deliveries are in each state."""
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT state, COUNT(*) AS n FROM webhook_deliveries WHERE webhook_id = ?"
+                " GROUP BY state",
+                [webhook_id],
+            ).fetchall()
+        return {r["state"]: int(r["n"]) for r in rows}
+
     def deliveries(self, webhook_id: str, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         """The delivery log of one webhook, oldest event first, with every attempt."""
         with self.db.transaction(commit=False) as c:

@@ -73,7 +73,14 @@ class EmailWorker:
             if not batch:
                 return outcome
             for due in batch:
-                outcome.add(due.message_id, self._deliver(due))
+                try:
+                    state = self._deliver(due)
+                except Exception as e:
+                    # One message that cannot be built must not hold up the others.
+                    log.exception("notification %s cannot be delivered", due.message_id)
+                    outbox.settle(due.message_id, "failed", self.clock(), error=type(e).__name__)
+                    state = "failed"
+                outcome.add(due.message_id, state)
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         while not stop.is_set():
