@@ -104,6 +104,12 @@ class HelpDeskView:
             [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
         )
 
+    def _user_touched(self, c: Cursor, e: Any) -> None:
+        c.execute(
+            "UPDATE view_users SET updated_at = ?, version = ? WHERE id = ?",
+            [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
+        )
+
     def _ticket_opened(self, c: Cursor, e: Ticket.Opened) -> None:
         c.execute(
             "INSERT INTO view_tickets (id, requester_id, assignee_id, status, priority, tags,"
@@ -160,8 +166,10 @@ class HelpDeskView:
         User.Registered: _user_registered,
         User.ProfileUpdated: _profile_updated,
         User.SubjectErased: _subject_erased,
+        User.NotificationPreferencesSet: _user_touched,
         Ticket.Opened: _ticket_opened,
         Ticket.CommentAdded: _comment_added,
         Ticket.Assigned: _assigned,
         Ticket.StatusChanged: _status_changed,
+        Ticket.AttachmentAdded: _touch,  # the file itself is in the attachments view
     }

@@ -149,6 +149,7 @@ def test_upload_list_and_download_stream_the_same_bytes(api: Api) -> None:
     assert added["type"] == "AttachmentAdded"
     assert added["data"]["name"] == "Ünïcode report.pdf"
     assert added["data"]["sha256"] == created["sha256"]
+    assert api.get(f"/v1/tickets/{ticket['id']}").json()["version"] == added["version"]
 
 
 def test_empty_files_are_attachments_too(api: Api) -> None:

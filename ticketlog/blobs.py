@@ -105,13 +105,14 @@ class FileBlobStore:
 
     def blobs_before(self, cutoff: datetime) -> list[str]:
         limit = cutoff.timestamp()
-        return sorted(
-            {
-                p.name.removesuffix(".part")
-                for p in self.directory.iterdir()
-                if p.stat().st_mtime < limit
-            }
-        )
+        found = set()
+        for path in self.directory.iterdir():
+            try:
+                if path.stat().st_mtime < limit:
+                    found.add(path.name.removesuffix(".part"))
+            except FileNotFoundError:
+                continue  # completed (renamed) or deleted meanwhile
+        return sorted(found)
 
 
 class _TableWriter:

@@ -139,6 +139,7 @@ class WebhookStore:
         self, url: str, events: list[str], secret: str, include_personal_data: bool, now: datetime
     ) -> Webhook:
         """A subscription to events recorded from now on (replay reaches earlier ones)."""
+        url, events = check_url(url), check_events(events)
         webhook_id = str(uuid4())
         key = self.vault.key_for_writing(f"webhook:{webhook_id}", owner=None)
         assert key.aead is not None
@@ -151,8 +152,8 @@ class WebhookStore:
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     webhook_id,
-                    check_url(url),
-                    orjson.dumps(check_events(events)).decode(),
+                    url,
+                    orjson.dumps(events).decode(),
                     int(include_personal_data),
                     sealed,
                     position,
