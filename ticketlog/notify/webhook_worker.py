@@ -31,7 +31,9 @@ access_log = logging.getLogger("ticketlog.access")
 
 MAX_ATTEMPTS = 10
 FIRST_RETRY = timedelta(seconds=10)
-HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "occurred_at"})
+HIDDEN = frozenset(
+    {"originator_id", "originator_version", "originator_topic", "timestamp", "occurred_at"}
+)
 
 
 def _plain(value: Any) -> Any:
