@@ -3,7 +3,7 @@
 Rows name a recipient, a kind and the event that caused them; nothing personal is copied here.
 The delivery worker opens names, addresses and text only when it sends. A row's id is derived
 from the event (ticket, version, kind, recipient), so a rebuilt view yields the same ids and
-the delivery table (kept apart from the view, never reset) still knows what was sent.
+the delivery table (written with the view, never reset) still knows what was sent.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ class NotificationsView:
         " id TEXT PRIMARY KEY, kind TEXT NOT NULL, erased INTEGER NOT NULL)",
         "CREATE TABLE IF NOT EXISTS view_notification_prefs ("
         " user_id TEXT PRIMARY KEY, preferences TEXT NOT NULL)",
+        # The outbox: one row per message, written with the view row (same transaction) but
+        # not one of the view's tables, so a rebuild keeps every message's delivery state.
+        "CREATE TABLE IF NOT EXISTS notification_deliveries ("
+        " message_id TEXT PRIMARY KEY, channel TEXT NOT NULL, state TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL, next_attempt_at TEXT, last_error TEXT,"
+        " updated_at TEXT NOT NULL, sent_at TEXT)",
+        "CREATE INDEX IF NOT EXISTS notification_deliveries_due"
+        " ON notification_deliveries (state, next_attempt_at)",
     )
 
     def apply(self, c: Cursor, event: Any) -> None:
@@ -106,17 +114,17 @@ class NotificationsView:
     def _notify(c: Cursor, event: Any, kind: NotificationKind, recipient_id: str) -> None:
         ticket_id = str(event.originator_id)
         version = event.originator_version
+        message = message_id(ticket_id, version, kind.value, recipient_id)
+        at = timestamp(event.occurred_at)
         c.execute(
             "INSERT INTO view_notifications (id, kind, recipient_id, ticket_id, event_version,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                message_id(ticket_id, version, kind.value, recipient_id),
-                kind.value,
-                recipient_id,
-                ticket_id,
-                version,
-                timestamp(event.occurred_at),
-            ],
+            [message, kind.value, recipient_id, ticket_id, version, at],
+        )
+        c.execute(
+            "INSERT INTO notification_deliveries (message_id, channel, state, attempts,"
+            " updated_at) VALUES (?, 'email', 'new', 0, ?) ON CONFLICT (message_id) DO NOTHING",
+            [message, at],
         )
 
 

@@ -2,8 +2,10 @@
 
 Embedded: `$DATA_DIR/notify.db`, apart from the disposable `views.db`, because delivery state is
 not derived from the log (deleting it would send everything again). PostgreSQL: the event
-store's database. The view is rebuildable; `notification_deliveries` is never reset and is
-keyed by the view's deterministic message ids, so a rebuild sends nothing twice.
+store's database. The view writes each message's `notification_deliveries` row in the same
+transaction as its own row (a transactional outbox, so due messages are an index lookup). That
+table is not one of the view's: a rebuild keeps it, and the deterministic message ids make the
+rebuilt rows meet their old delivery state, so nothing is sent twice.
 
 A message is claimed (state `sending`, attempt counted, a lease set) and committed *before*
 it is sent, and marked `sent` after. A crash between the two leaves it `sending`; once the lease
@@ -32,19 +34,10 @@ class Due:
     recipient_id: str
     ticket_id: str
     event_version: int
-    attempts: int | None  # None: never tried
+    attempts: int
 
 
 class Outbox:
-    schema = (
-        "CREATE TABLE IF NOT EXISTS notification_deliveries ("
-        " message_id TEXT PRIMARY KEY, channel TEXT NOT NULL, state TEXT NOT NULL,"
-        " attempts INTEGER NOT NULL, next_attempt_at TEXT, last_error TEXT,"
-        " updated_at TEXT NOT NULL, sent_at TEXT)",
-        "CREATE INDEX IF NOT EXISTS notification_deliveries_due"
-        " ON notification_deliveries (state, next_attempt_at)",
-    )
-
     def __init__(
         self,
         db: Database,
@@ -55,7 +48,6 @@ class Outbox:
         self.store = ViewStore(db, [NotificationsView()])
         self.runner = ProjectionRunner(recorder, mapper, self.store)
         self.queries = NotificationQueries(db)
-        db.execute_script(self.schema)
 
     def due(self, now: datetime, limit: int = 100) -> list[Due]:
         """Messages never tried, and those whose retry (or in-doubt lease) time has come."""
@@ -63,9 +55,9 @@ class Outbox:
             rows = c.execute(
                 "SELECT n.id, n.kind, n.recipient_id, n.ticket_id, n.event_version,"
                 " d.attempts AS attempts"
-                " FROM view_notifications n"
-                " LEFT JOIN notification_deliveries d ON d.message_id = n.id"
-                " WHERE d.message_id IS NULL"
+                " FROM notification_deliveries d"
+                " JOIN view_notifications n ON n.id = d.message_id"
+                " WHERE d.state = 'new'"
                 " OR (d.state IN ('pending', 'sending') AND d.next_attempt_at <= ?)"
                 " ORDER BY n.created_at, n.id LIMIT ?",
                 [timestamp(now), limit],
@@ -85,22 +77,14 @@ class Outbox:
     def claim(self, due: Due, lease_until: datetime, now: datetime) -> bool:
         """Take the message for one attempt; False if another worker took it first."""
         with self.db.transaction() as c:
-            if due.attempts is None:
-                c.execute(
-                    "INSERT INTO notification_deliveries (message_id, channel, state, attempts,"
-                    " next_attempt_at, updated_at) VALUES (?, 'email', 'sending', 1, ?, ?)"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                    [due.message_id, timestamp(lease_until), timestamp(now)],
-                )
-            else:
-                c.execute(
-                    "UPDATE notification_deliveries SET state = 'sending',"
-                    " attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
-                    " WHERE message_id = ? AND attempts = ? AND state IN ('pending', 'sending')"
-                    " RETURNING message_id",
-                    [timestamp(lease_until), timestamp(now), due.message_id, due.attempts],
-                )
-            return c.fetchone() is not None
+            claimed = c.execute(
+                "UPDATE notification_deliveries SET state = 'sending',"
+                " attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
+                " WHERE message_id = ? AND attempts = ?"
+                " AND state IN ('new', 'pending', 'sending') RETURNING message_id",
+                [timestamp(lease_until), timestamp(now), due.message_id, due.attempts],
+            ).fetchone()
+        return claimed is not None
 
     def settle(
         self,
@@ -113,19 +97,15 @@ class Outbox:
         """Record how the attempt ended: sent, skipped, failed, or pending until `retry_at`."""
         with self.db.transaction() as c:
             c.execute(
-                "INSERT INTO notification_deliveries (message_id, channel, state, attempts,"
-                " next_attempt_at, last_error, updated_at, sent_at)"
-                " VALUES (?, 'email', ?, 0, ?, ?, ?, ?)"
-                " ON CONFLICT (message_id) DO UPDATE SET state = excluded.state,"
-                " next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,"
-                " updated_at = excluded.updated_at, sent_at = excluded.sent_at",
+                "UPDATE notification_deliveries SET state = ?, next_attempt_at = ?,"
+                " last_error = ?, updated_at = ?, sent_at = ? WHERE message_id = ?",
                 [
-                    message_id,
                     state,
                     None if retry_at is None else timestamp(retry_at),
                     error,
                     timestamp(now),
                     timestamp(now) if state == "sent" else None,
+                    message_id,
                 ],
             )
 

@@ -115,7 +115,7 @@ class EmailWorker:
             return "skipped"
         if not outbox.claim(due, now + LEASE, now):
             return None  # another worker has it
-        attempts = (due.attempts or 0) + 1
+        attempts = due.attempts + 1
         try:
             self.sender.send(message)
         except PermanentFailure as e:
