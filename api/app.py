@@ -6,10 +6,12 @@ from fastapi import FastAPI
 
 from api import errors
 from api.routers import (
+    attachments,
     audit,
     health,
     imports,
     organizations,
+    preferences,
     reports,
     retention,
     sla,
@@ -17,6 +19,7 @@ from api.routers import (
     subjects,
     tickets,
     users,
+    webhooks,
 )
 from api.schemas import ErrorOut
 from ticketlog.runtime import Runtime
@@ -55,4 +58,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(sla_reads.router)
     app.include_router(reports.router)
     app.include_router(imports.router)
+    app.include_router(attachments.router)
+    app.include_router(preferences.router)
+    app.include_router(webhooks.router)
     return app

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
 from domain.retention import RetentionKind
 from domain.ticket import Priority, Status
@@ -291,6 +291,90 @@ class Export(BaseModel):
     restrictions: list[RestrictionChange]
     legal_holds: list[LegalHoldPeriod]
     access_log: list[AccessEntry]
+
+
+class AttachmentOut(BaseModel):
+    id: UUID
+    ticket_id: UUID
+    uploader_id: UUID
+    name: str | None
+    size: int
+    content_type: str
+    sha256: str
+    created_at: datetime
+
+
+class AttachmentList(BaseModel):
+    items: list[AttachmentOut]
+
+
+class ChannelSwitches(Strict):
+    email: StrictBool = True
+
+
+class NotificationPreferencesIn(Strict):
+    agent_reply: ChannelSwitches | None = None
+    ticket_solved: ChannelSwitches | None = None
+    ticket_assigned: ChannelSwitches | None = None
+    requester_reply: ChannelSwitches | None = None
+
+
+class NotificationPreferencesOut(BaseModel):
+    user_id: UUID
+    preferences: dict[str, dict[str, bool]]
+
+
+class WebhookCreate(Strict):
+    url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=2000)]
+    events: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
+        min_length=1, max_length=50
+    )
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+    include_personal_data: bool = False
+
+
+class WebhookOut(BaseModel):
+    id: UUID
+    url: str
+    events: list[str]
+    include_personal_data: bool
+    position: int
+    created_at: datetime
+
+
+class WebhookAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    status: int | None
+    error: str | None
+
+
+class WebhookDelivery(BaseModel):
+    id: UUID
+    position: int
+    generation: int
+    event_type: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    personal_data: bool
+    created_at: datetime
+    delivered_at: datetime | None
+    log: list[WebhookAttempt]
+
+
+class WebhookDeliveries(BaseModel):
+    webhook_id: UUID
+    items: list[WebhookDelivery]
+
+
+class WebhookReplay(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    webhook_id: UUID
+    from_: int = Field(alias="from")
+    queued: int
 
 
 class ErrorBody(BaseModel):

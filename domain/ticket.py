@@ -84,6 +84,18 @@ class Ticket(Aggregate):
         assignee_id: UUID
         occurred_at: datetime
 
+    class AttachmentAdded(Aggregate.Event):
+        """A file was stored (encrypted under the ticket's key); its name is personal."""
+
+        attachment_id: UUID
+        uploader_id: UUID
+        name: Any
+        size: int
+        content_type: str
+        sha256: str
+        occurred_at: datetime
+        personal_fields: ClassVar[PersonalFields] = {"name": (TICKET_CONTENT,)}
+
     class StatusChanged(Aggregate.Event):
         status: str
         reason: str
@@ -187,6 +199,27 @@ class Ticket(Aggregate):
                 status=Status.OPEN.value, reason="requester_replied", occurred_at=occurred_at
             )
 
+    def add_attachment(
+        self,
+        attachment_id: UUID,
+        uploader: Author,
+        name: str,
+        size: int,
+        content_type: str,
+        sha256: str,
+        occurred_at: datetime,
+    ) -> None:
+        self._refuse_if_closed()
+        self._attachment_added(
+            attachment_id=attachment_id,
+            uploader_id=uploader.id,
+            name=name,
+            size=size,
+            content_type=content_type,
+            sha256=sha256,
+            occurred_at=occurred_at,
+        )
+
     def assign(self, assignee: Author, occurred_at: datetime) -> None:
         self._refuse_if_closed()
         if not assignee.is_agent:
@@ -275,6 +308,19 @@ class Ticket(Aggregate):
     ) -> None:
         # The library bumps self.version after this method runs: the event's version is +1.
         self.comments.append(Comment(author_id, body, public, occurred_at, self.version + 1))
+        self.updated_at = occurred_at
+
+    @event(AttachmentAdded)
+    def _attachment_added(
+        self,
+        attachment_id: UUID,
+        uploader_id: UUID,
+        name: Any,
+        size: int,
+        content_type: str,
+        sha256: str,
+        occurred_at: datetime,
+    ) -> None:
         self.updated_at = occurred_at
 
     @event(Assigned)

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import ProcessingRestricted, RuleViolation
+from domain.notifications import Preferences, validate_preferences
 from domain.personal import DataSubject, PersonalFields
 
 THE_USER = DataSubject("user", id_attr="originator_id")
@@ -62,6 +63,12 @@ class User(Aggregate):
         organization: Any
         occurred_at: datetime
         personal_fields: ClassVar[PersonalFields] = {f: (THE_USER,) for f in PROFILE_FIELDS}
+
+    class NotificationPreferencesSet(Aggregate.Event):
+        """Which notifications the person wants, per kind and channel (no personal data)."""
+
+        preferences: dict[str, dict[str, bool]]
+        occurred_at: datetime
 
     class OrganizationLinked(Aggregate.Event):
         organization_id: UUID | None
@@ -167,6 +174,20 @@ class User(Aggregate):
         values = {"name": name, "email": email, "phone": phone, "organization": organization}
         for field in changed:
             setattr(self, field, values[field])
+        self.updated_at = occurred_at
+
+    def set_notification_preferences(self, preferences: Preferences, occurred_at: datetime) -> None:
+        """Replace the person's preferences; kinds and channels not named stay on."""
+        self._refuse_if_erased()
+        self._notification_preferences_set(
+            preferences=validate_preferences(preferences), occurred_at=occurred_at
+        )
+
+    @event(NotificationPreferencesSet)
+    def _notification_preferences_set(
+        self, preferences: dict[str, dict[str, bool]], occurred_at: datetime
+    ) -> None:
+        self.notification_preferences = preferences
         self.updated_at = occurred_at
 
     def link_organization(self, organization_id: UUID | None, occurred_at: datetime) -> None:

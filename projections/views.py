@@ -158,6 +158,12 @@ class HelpDeskView:
 
     # Tickets
 
+    def _user_touched(self, c: Cursor, e: Any) -> None:
+        c.execute(
+            "UPDATE view_users SET updated_at = ?, version = ? WHERE id = ?",
+            [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
+        )
+
     def _ticket_opened(self, c: Cursor, e: Ticket.Opened) -> None:
         c.execute(
             "INSERT INTO view_tickets (id, requester_id, assignee_id, status, priority, tags,"
@@ -252,6 +258,7 @@ class HelpDeskView:
         User.SubjectErased: _subject_erased,
         User.ConsentRecorded: _user_version,
         User.ErasureBlocked: _user_version,
+        User.NotificationPreferencesSet: _user_touched,
         Ticket.Opened: _ticket_opened,
         Ticket.CommentAdded: _comment_added,
         Ticket.Assigned: _assigned,
@@ -262,4 +269,5 @@ class HelpDeskView:
         Ticket.SlaPolicyApplied: _version_only,
         Ticket.SlaBreached: _version_only,
         Ticket.HistoryImported: _version_only,
+        Ticket.AttachmentAdded: _touch,  # the file itself is in the attachments view
     }

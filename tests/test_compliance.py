@@ -424,3 +424,25 @@ def test_a_restored_key_vault_does_not_resurrect_anyone(tmp_path: Path) -> None:
         assert reconcile(runtime).destroyed_again == []
     finally:
         runtime.close()
+
+
+def test_notifications_respect_restriction_and_marketing_consent(api: Api) -> None:
+    from ticketlog.notify.policy import MARKETING, may_notify
+
+    person = api.user()
+    pid = str(person["id"])
+    runtime = api.runtime
+    assert may_notify(runtime, pid)
+    assert not may_notify(runtime, pid, MARKETING)  # no consent recorded
+    path = f"/v1/subjects/{pid}/consents"
+    api.post(path, {"purpose": MARKETING, "policy_version": "v1", "granted": True})
+    assert may_notify(runtime, pid, MARKETING)
+    api.post(f"/v1/subjects/{pid}/restrict", role=Role.COMPLIANCE)
+    assert not may_notify(runtime, pid)
+    assert not may_notify(runtime, pid, MARKETING)
+    api.post(f"/v1/subjects/{pid}/unrestrict", role=Role.COMPLIANCE)
+    api.post(path, {"purpose": MARKETING, "policy_version": "v2", "granted": False})
+    assert may_notify(runtime, pid)
+    assert not may_notify(runtime, pid, MARKETING)  # withdrawn: objection honoured
+    api.post(f"/v1/subjects/{pid}/anonymize", role=Role.COMPLIANCE)
+    assert not may_notify(runtime, pid)

@@ -33,6 +33,12 @@ def _catch_up(runtime: Runtime, label: str) -> int:
     return applied
 
 
+def _catch_up_notifications(runtime: Runtime) -> None:
+    bar = ProgressBar("updating notifications")
+    runtime.notifications.runner.catch_up(progress=bar)
+    bar.finish()
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -61,6 +67,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if settings.retention_interval > 0:
             scheduler = retention.RetentionScheduler(runtime, settings.retention_interval)
             scheduler.start()
+        _catch_up_notifications(runtime)
+        orphans = runtime.attachments.delete_orphans()
+        if orphans:
+            print(f"deleted {len(orphans):,} orphaned attachment blobs", file=sys.stderr)
+        from ticketlog.notify.service import start_background
+
         checkpoints = start_checkpoints(runtime)
         follower = ViewFollower(runtime.runner, runtime.desk.recorder, args.poll_interval)
         breaches = Loop("sla-breaches", lambda: record_due_breaches(runtime), args.sla_interval)
@@ -68,9 +80,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         app.state.follower = follower
         follower.start()
         breaches.start()
+        stop_workers = start_background(runtime)
         try:
             uvicorn.run(app, host=args.host, port=args.port, log_level="info")
         finally:
+            stop_workers()
             breaches.stop()
             follower.stop()
     finally:
@@ -278,6 +292,117 @@ def cmd_sla_tick(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_attachments_clean(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    runtime = Runtime.open(settings)
+    try:
+        orphans = runtime.attachments.delete_orphans(timedelta(seconds=args.grace_seconds))
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json({"deleted": orphans})
+    else:
+        print(f"deleted {len(orphans):,} orphaned attachment blobs")
+        for blob_id in orphans:
+            print(f"  {blob_id}")
+    return 0
+
+
+def cmd_notify_run(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from ticketlog.notify.service import email_worker
+    from ticketlog.notify.webhook_worker import WebhookWorker
+
+    runtime = Runtime.open(settings)
+    try:
+        _catch_up(runtime, "updating views")
+        _catch_up_notifications(runtime)
+        email = email_worker(runtime)
+        if email is None:
+            print("email is off: set TICKETLOG_SMTP_URL to send it", file=sys.stderr)
+        webhooks = WebhookWorker(runtime)
+        try:
+            if args.once:
+                return _notify_once(args, email, webhooks)
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            print("delivering notifications; Ctrl-C to stop", file=sys.stderr)
+            threads = [threading.Thread(target=webhooks.run_forever, args=(stop, args.interval))]
+            if email is not None:
+                threads.append(
+                    threading.Thread(target=email.run_forever, args=(stop, args.interval))
+                )
+            for thread in threads:
+                thread.start()
+            while not stop.wait(0.5):
+                pass
+            for thread in threads:
+                thread.join()
+        finally:
+            webhooks.close()
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_notify_status(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        runtime.notifications.runner.catch_up()
+        head = runtime.runner.head()
+        status: dict[str, Any] = {
+            "email": {
+                "configured": settings.smtp_url is not None,
+                "states": runtime.notifications.counts(),
+            },
+            "webhooks": [
+                {
+                    "id": w.id,
+                    "url": w.url,
+                    "events": w.events,
+                    "position": w.position,
+                    "lag": max(head - w.position, 0),
+                    "states": runtime.webhooks.counts(w.id),
+                }
+                for w in runtime.webhooks.all()
+            ],
+        }
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json(status)
+        return 0
+    email = status["email"]
+    states = ", ".join(f"{n:,} {k}" for k, n in sorted(email["states"].items())) or "none yet"
+    print(f"email ({'on' if email['configured'] else 'off'}): {states}")
+    for w in status["webhooks"]:
+        states = ", ".join(f"{n:,} {k}" for k, n in sorted(w["states"].items())) or "none yet"
+        print(f"webhook {w['id']} {w['url']}  lag {w['lag']:,}  {states}")
+    return 0
+
+
+def _notify_once(args: argparse.Namespace, email: Any, webhooks: Any) -> int:
+    result: dict[str, Any] = {"email": None}
+    if email is not None:
+        outcome = email.run_once()
+        result["email"] = {
+            k: getattr(outcome, k) for k in ("sent", "skipped", "retrying", "failed")
+        }
+    hooks = webhooks.run_once()
+    result["webhooks"] = {k: getattr(hooks, k) for k in ("delivered", "retrying", "failed")}
+    if args.json:
+        _print_json(result)
+    else:
+        for channel, counts in result.items():
+            text = "off" if counts is None else ", ".join(f"{n:,} {k}" for k, n in counts.items())
+            print(f"{channel}: {text}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.demo import run_demo
 
@@ -359,6 +484,32 @@ def build_parser() -> argparse.ArgumentParser:
     tick = sla.add_parser("tick", help="record SlaBreached events for targets now overdue")
     tick.add_argument("--json", action="store_true")
     tick.set_defaults(func=cmd_sla_tick)
+    attachments = sub.add_parser("attachments", help="attachment blobs").add_subparsers(
+        dest="attachments", required=True
+    )
+    clean = attachments.add_parser(
+        "clean", help="delete blobs no recorded event names (uploads cut short by a crash)"
+    )
+    clean.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=3600,
+        help="only blobs older than this (an upload in progress has no event yet)",
+    )
+    clean.add_argument("--json", action="store_true")
+    clean.set_defaults(func=cmd_attachments_clean)
+
+    notify = sub.add_parser("notify", help="outbound notifications").add_subparsers(
+        dest="notify", required=True
+    )
+    run = notify.add_parser("run", help="deliver email and webhooks until stopped")
+    run.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_notify_run)
+    nstatus = notify.add_parser("status", help="delivery states of email and each webhook")
+    nstatus.add_argument("--json", action="store_true")
+    nstatus.set_defaults(func=cmd_notify_status)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -112,6 +112,8 @@ class Settings:
     log_origin: str = DEFAULT_LOG_ORIGIN
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    smtp_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +137,8 @@ class Settings:
             retention_file=Path(retention_file) if retention_file else None,
             retention_interval=retention_interval,
             **_audit_settings(env),
+            max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
+            smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
         )
 
     @property
@@ -170,6 +174,15 @@ class Settings:
         )
 
     @property
+    def notify_path(self) -> Path:
+        """Notification and webhook delivery state (SQLite); not disposable like views.db."""
+        return self.data_dir / "notify.db"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
     def key_file_path(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
 
@@ -188,3 +201,16 @@ class Settings:
             "SQLITE_LOCK_TIMEOUT": "10",
             "APPLICATION_RECORDER_TOPIC": "ticketlog.audit.leaves:LeafSQLiteRecorder",
         }
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {text[:40]!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -24,6 +24,7 @@ from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
 from domain.access import AccessRecord
 from domain.errors import NotFound, RuleViolation
+from domain.notifications import Preferences
 from domain.organization import Organization
 from domain.retention import RetentionRule, RetentionSchedule
 from domain.sla.policy import (
@@ -175,6 +176,14 @@ class HelpDesk(Application[UUID]):
 
         self.run(command)
 
+    def set_notification_preferences(self, user_id: UUID, preferences: Preferences) -> None:
+        def command() -> User:
+            user = self.get(User, user_id)
+            user.set_notification_preferences(preferences, self.clock())
+            return user
+
+        self.run(command)
+
     # Tickets
 
     def open_ticket(
@@ -208,6 +217,33 @@ class HelpDesk(Application[UUID]):
 
         ticket = self.run(command)
         return ticket.comments[-1].version
+
+    def check_attachable(self, ticket_id: UUID) -> None:
+        """Refuse an upload before storing anything: unknown or closed tickets take no files."""
+        ticket = self.get(Ticket, ticket_id)
+        if ticket.status is Status.CLOSED:
+            raise RuleViolation("a closed ticket is final", code="ticket_closed")
+
+    def add_attachment(
+        self,
+        ticket_id: UUID,
+        attachment_id: UUID,
+        uploader_id: UUID,
+        name: str,
+        size: int,
+        content_type: str,
+        sha256: str,
+    ) -> None:
+        uploader = self._author(uploader_id, role="uploader")
+
+        def command() -> Ticket:
+            ticket = self.get(Ticket, ticket_id)
+            ticket.add_attachment(
+                attachment_id, uploader, name, size, content_type, sha256, self.clock()
+            )
+            return ticket
+
+        self.run(command)
 
     def assign(self, ticket_id: UUID, assignee_id: UUID) -> None:
         assignee = self._author(assignee_id, role="assignee")

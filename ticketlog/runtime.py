@@ -12,6 +12,7 @@ from api.tokens import TokenStore
 from crypto.errors import KeyVaultError
 from crypto.master import MasterKey
 from crypto.vault import KeyVault
+from projections.attachments import AttachmentQueries, AttachmentsView
 from projections.compliance import ComplianceView
 from projections.queries import Queries
 from projections.runner import ProjectionRunner
@@ -23,12 +24,16 @@ from ticketlog.audit.store import AuditLog, Progress
 
 if TYPE_CHECKING:
     from ticketlog.audit.signing import Checkpointer
+from ticketlog.attachments import Attachments
+from ticketlog.blobs import BlobStore, FileBlobStore, TableBlobStore
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.desk import Clock, HelpDesk
+from ticketlog.notify.outbox import Outbox
+from ticketlog.notify.webhooks import WebhookStore
 
 
 def all_views() -> list[View]:
-    return [HelpDeskView(), ComplianceView(), SlaView()]
+    return [HelpDeskView(), ComplianceView(), SlaView(), AttachmentsView()]
 
 
 # The library names PostgreSQL event tables after the application (HelpDesk.name).
@@ -98,6 +103,9 @@ class Runtime:
     runner: ProjectionRunner
     queries: Queries
     tokens: TokenStore
+    attachments: Attachments
+    notifications: Outbox
+    webhooks: WebhookStore
     audit: AuditLog | None = None
     _closed: bool = field(default=False, repr=False)
     _checkpointer: Checkpointer | None = field(default=None, repr=False)
@@ -132,6 +140,18 @@ class Runtime:
             raise
         views = ViewStore(views_db, all_views())
         runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
+        # On PostgreSQL, blobs and delivery state share the views' connection pool.
+        blobs: BlobStore = TableBlobStore(views_db) if pg else FileBlobStore(settings.blobs_path)
+        attachments = Attachments(
+            desk,
+            vault,
+            blobs,
+            AttachmentQueries(views_db),
+            runner,
+            max_bytes=settings.max_attachment_bytes,
+        )
+        notify_db = views_db if pg else Database.sqlite(settings.notify_path)
+        notifications = Outbox(notify_db, desk.recorder, desk.sealing_mapper)
         return cls(
             settings=settings,
             vault=vault,
@@ -141,6 +161,9 @@ class Runtime:
             queries=Queries(views_db),
             tokens=TokenStore(auth_db),
             audit=audit,
+            attachments=attachments,
+            notifications=notifications,
+            webhooks=WebhookStore(notify_db, vault, desk.recorder),
         )
 
     def close(self) -> None:
@@ -150,6 +173,8 @@ class Runtime:
         self.tokens.db.close()
         if self.audit is not None:
             self.audit.close()
+        if self.notifications.db is not self.views.db:
+            self.notifications.db.close()
         self.views.close()
         self.desk.close()
         self.vault.close()

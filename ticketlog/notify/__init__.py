@@ -1,0 +1,1 @@
+"""Outbound notifications: the delivery state beside the notifications view, email, webhooks."""
