@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +14,7 @@ import orjson
 
 from api.tokens import Role
 from crypto.errors import CryptoError
+from projections.runner import ProjectionRunner
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
 from ticketlog.runtime import Runtime
@@ -34,7 +38,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     runtime = Runtime.open(settings)
     try:
-        applied = _catch_up(runtime, "updating views")
+        # Kafka-fed views are the projectors' job; inline ones are brought up to date here.
+        applied = _catch_up(runtime, "updating views") if settings.views_feed == "inline" else 0
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
         uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
@@ -124,6 +129,98 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(args.data_dir, as_json=args.json)
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM or SIGINT finish the current batch, then stop."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # our own lines say what matters
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import Relay, RelayLedger, event_log
+
+    settings.require_kafka()
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    with event_log(settings) as (recorder, db):
+        relay = Relay(settings, recorder, RelayLedger(db, settings.kafka_topic))
+        status = relay.status()
+        logging.getLogger("ticketlog.relay").info(
+            "relay: publishing to %s at %s from #%d (%d waiting)",
+            settings.kafka_topic,
+            settings.kafka_bootstrap,
+            status.position,
+            status.lag,
+        )
+        published = relay.run(stop, once=args.once)
+    print(f"relay: published {published:,} events", file=sys.stderr)
+    return 0
+
+
+def cmd_relay_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import Relay, RelayLedger, event_log
+
+    with event_log(settings) as (recorder, db):
+        status = Relay(settings, recorder, RelayLedger(db, settings.kafka_topic)).status()
+    if args.json:
+        _print_json(status.as_dict())
+    else:
+        print(
+            f"relay to {status.topic}: position {status.position:,} of {status.head:,}"
+            f"  lag {status.lag:,}  last advanced {status.updated_at or 'never'}"
+        )
+    return 0
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.kafka import KafkaProjector
+    from projections.store import ViewStore
+    from ticketlog.relay import event_log
+    from ticketlog.runtime import all_views, open_views_db
+    from ticketlog.stream import SealedReader
+
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    store = ViewStore(open_views_db(settings), all_views())
+    try:
+        if args.source == "kafka":
+            settings.require_kafka()
+            applied = KafkaProjector(settings, store).run(stop, from_beginning=args.from_beginning)
+        else:
+            with event_log(settings) as (recorder, _):
+                runner = ProjectionRunner(recorder, SealedReader(), store)
+                applied = runner.catch_up()
+                while not args.once and not stop.wait(0.2):
+                    applied += runner.catch_up()
+    finally:
+        store.close()
+    print(f"projector: applied {applied:,} events", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.runtime import open_vault
+    from ticketlog.tail import Tail
+
+    settings.require_kafka()
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    vault = open_vault(settings)
+    try:
+        Tail(settings, vault).run(stop, from_beginning=args.from_beginning, as_json=args.json)
+    finally:
+        vault.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketlog",
@@ -156,6 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--view", help="only this view")
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(func=cmd_views_rebuild)
+
+    relay = sub.add_parser("relay", help="publish the event log to Kafka (needs KAFKA_BOOTSTRAP)")
+    relay.add_argument("--once", action="store_true", help="stop once the log's head is sent")
+    relay.set_defaults(func=cmd_relay)
+    relay_sub = relay.add_subparsers(dest="relay")
+    relay_status = relay_sub.add_parser("status", help="the relay's position and lag")
+    relay_status.add_argument("--json", action="store_true")
+    relay_status.set_defaults(func=cmd_relay_status)
+
+    project = sub.add_parser("project", help="run the views as a projector process")
+    project.add_argument("--source", choices=["kafka", "log"], default="kafka")
+    project.add_argument(
+        "--from-beginning", action="store_true", help="kafka: re-read partitions from the start"
+    )
+    project.add_argument("--once", action="store_true", help="log: stop once caught up")
+    project.set_defaults(func=cmd_project)
+
+    tail = sub.add_parser("tail", help="print the topic's events, decoded (erased shown as such)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--json", action="store_true")
+    tail.set_defaults(func=cmd_tail)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -65,6 +66,34 @@ class PostgresURL:
         }
 
 
+DEFAULT_KAFKA_TOPIC = "ticketlog.events"
+VIEWS_FEEDS = ("inline", "kafka")
+
+
+def _kafka_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Kafka is optional: nothing here is needed unless TICKETLOG_KAFKA_BOOTSTRAP is set."""
+    feed = env.get("TICKETLOG_VIEWS_FEED") or "inline"
+    if feed not in VIEWS_FEEDS:
+        raise ConfigError(f"TICKETLOG_VIEWS_FEED must be one of {', '.join(VIEWS_FEEDS)}")
+    bootstrap = env.get("TICKETLOG_KAFKA_BOOTSTRAP") or None
+    if feed == "kafka" and not bootstrap:
+        raise ConfigError("TICKETLOG_VIEWS_FEED=kafka needs TICKETLOG_KAFKA_BOOTSTRAP")
+    partitions = env.get("TICKETLOG_KAFKA_PARTITIONS") or "6"
+    if not partitions.isdigit() or int(partitions) < 1:
+        raise ConfigError("TICKETLOG_KAFKA_PARTITIONS must be a positive whole number")
+    max_poll = env.get("TICKETLOG_KAFKA_MAX_POLL_MS") or "30000"
+    if not max_poll.isdigit() or int(max_poll) < 1000:
+        raise ConfigError("TICKETLOG_KAFKA_MAX_POLL_MS must be a whole number of at least 1000")
+    return {
+        "kafka_bootstrap": bootstrap,
+        "kafka_max_poll_ms": int(max_poll),
+        "kafka_topic": env.get("TICKETLOG_KAFKA_TOPIC") or DEFAULT_KAFKA_TOPIC,
+        "kafka_partitions": int(partitions),
+        "kafka_group": env.get("TICKETLOG_KAFKA_GROUP") or "ticketlog-projectors",
+        "views_feed": feed,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -72,6 +101,12 @@ class Settings:
     keyvault_url: str | None = None
     master_key: str | None = None
     master_key_file: Path | None = None
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = DEFAULT_KAFKA_TOPIC
+    kafka_partitions: int = 6
+    kafka_group: str = "ticketlog-projectors"
+    views_feed: str = "inline"
+    kafka_max_poll_ms: int = 30_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,7 +119,16 @@ class Settings:
             keyvault_url=env.get("TICKETLOG_KEYVAULT_URL") or None,
             master_key=env.get("TICKETLOG_MASTER_KEY") or None,
             master_key_file=Path(key_file) if key_file else None,
+            **_kafka_settings(env),
         )
+
+    def require_kafka(self) -> str:
+        """The bootstrap servers, or a ConfigError saying how to set them."""
+        if not self.kafka_bootstrap:
+            raise ConfigError(
+                "this command needs Kafka: set TICKETLOG_KAFKA_BOOTSTRAP=host:port[,host:port]"
+            )
+        return self.kafka_bootstrap
 
     @property
     def postgres(self) -> PostgresURL | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -50,6 +51,11 @@ def event_store_has_events(settings: Settings) -> bool:
         )
 
 
+def open_views_db(settings: Settings) -> Database:
+    pg = settings.postgres
+    return Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+
+
 def open_vault(settings: Settings) -> KeyVault:
     if settings.keyvault_is_postgres:
         if not settings.master_key and not settings.key_file_path.exists():
@@ -87,6 +93,7 @@ class Runtime:
     runner: ProjectionRunner
     queries: Queries
     tokens: TokenStore
+    closers: list[Callable[[], None]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -98,13 +105,21 @@ class Runtime:
             if pg is not None:
                 ensure_schema(pg)
             desk = HelpDesk(vault, settings.library_env(), clock=clock)
-            views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+            views_db = open_views_db(settings)
             auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
         except Exception:
             vault.close()
             raise
         views = ViewStore(views_db, all_views())
-        runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
+        closers: list[Callable[[], None]] = []
+        runner: ProjectionRunner
+        if settings.views_feed == "kafka":
+            from ticketlog.relay import kafka_fed_views
+
+            runner, close_ledger = kafka_fed_views(settings, desk, views)
+            closers.append(close_ledger)
+        else:
+            runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
         return cls(
             settings=settings,
             vault=vault,
@@ -113,12 +128,15 @@ class Runtime:
             runner=runner,
             queries=Queries(views_db),
             tokens=TokenStore(auth_db),
+            closers=closers,
         )
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for close in self.closers:
+            close()
         self.tokens.db.close()
         self.views.close()
         self.desk.close()
