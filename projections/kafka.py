@@ -21,7 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, OperationalError
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Notification,
+    OperationalError,
+)
 
 from projections.runner import Progress, ProjectionRunner, ViewStatus
 from projections.sql import Cursor
@@ -34,9 +39,9 @@ log = logging.getLogger("ticketlog.projector")
 
 OFFSETS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kafka_offsets ("
-    " view TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,"
+    " view_name TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,"
     " next_offset BIGINT NOT NULL, notification_id BIGINT NOT NULL,"
-    " PRIMARY KEY (view, topic, partition_id))",
+    " PRIMARY KEY (view_name, topic, partition_id))",
 )
 
 
@@ -44,6 +49,15 @@ OFFSETS_SCHEMA = (
 class PartitionMark:
     next_offset: int
     notification_id: int
+
+
+def _marks_of(rows: list[Any]) -> dict[tuple[str, int], PartitionMark]:
+    return {
+        (r["view_name"], int(r["partition_id"])): PartitionMark(
+            int(r["next_offset"]), int(r["notification_id"])
+        )
+        for r in rows
+    }
 
 
 class KafkaOffsets:
@@ -57,31 +71,32 @@ class KafkaOffsets:
     def lock(self, c: Cursor) -> dict[tuple[str, int], PartitionMark]:
         """Read every mark inside a write transaction, so racing consumers serialise here."""
         if self.store.db.postgres:
-            sql = "SELECT view, partition_id, next_offset, notification_id FROM kafka_offsets"
+            sql = "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
             rows = c.execute(sql + " WHERE topic = ? FOR UPDATE", [self.topic]).fetchall()
         else:
             # A write first: SQLite then holds the write lock for the whole transaction.
             c.execute("UPDATE kafka_offsets SET topic = topic WHERE topic = ?", [self.topic])
             rows = c.execute(
-                "SELECT view, partition_id, next_offset, notification_id FROM kafka_offsets"
+                "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
                 " WHERE topic = ?",
                 [self.topic],
             ).fetchall()
-        return {(r[0], int(r[1])): PartitionMark(int(r[2]), int(r[3])) for r in rows}
+        return _marks_of(rows)
 
     def marks(self) -> dict[tuple[str, int], PartitionMark]:
         with self.store.db.transaction(commit=False) as c:
             rows = c.execute(
-                "SELECT view, partition_id, next_offset, notification_id FROM kafka_offsets"
+                "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
                 " WHERE topic = ?",
                 [self.topic],
             ).fetchall()
-        return {(r[0], int(r[1])): PartitionMark(int(r[2]), int(r[3])) for r in rows}
+        return _marks_of(rows)
 
     def write(self, c: Cursor, view: str, partition: int, mark: PartitionMark) -> None:
         c.execute(
-            "INSERT INTO kafka_offsets (view, topic, partition_id, next_offset, notification_id)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (view, topic, partition_id) DO UPDATE SET"
+            "INSERT INTO kafka_offsets"
+            " (view_name, topic, partition_id, next_offset, notification_id)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (view_name, topic, partition_id) DO UPDATE SET"
             " next_offset = excluded.next_offset, notification_id = excluded.notification_id",
             [view, self.topic, partition, mark.next_offset, mark.notification_id],
         )
@@ -90,8 +105,9 @@ class KafkaOffsets:
 class KafkaProjector:
     """One member of the projector consumer group: applies every view to its partitions."""
 
-    def __init__(self, settings: Settings, store: ViewStore) -> None:
+    def __init__(self, settings: Settings, store: ViewStore, batch_size: int = 500) -> None:
         self.settings = settings
+        self.batch_size = batch_size
         self.store = store
         self.views: list[View] = list(store.views)
         self.offsets = KafkaOffsets(store, settings.kafka_topic)
@@ -103,7 +119,10 @@ class KafkaProjector:
         from kafka import ConsumerRebalanceListener
 
         projector = self
-        consumer = stream.consumer(self.settings, self.settings.kafka_group)
+        stream.ensure_topic(self.settings)  # else a group waits minutes for the topic's metadata
+        consumer = stream.consumer(
+            self.settings, self.settings.kafka_group, max_poll_records=self.batch_size
+        )
 
         class Seek(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_assigned(self, assigned: Any) -> None:
@@ -162,19 +181,27 @@ class KafkaProjector:
         with self.store.transaction() as c:
             marks = self.offsets.lock(c)
             for tp, messages in records.items():
-                decoded = [(m.offset, stream.notification_of(m)) for m in messages]
+                decoded = [n for n in map(self._decode, messages) if n is not None]
                 for view in self.views:
                     mark = marks.get((view.name, tp.partition), PartitionMark(0, 0))
                     last = mark.notification_id
-                    for _offset, notification in decoded:
+                    for notification in decoded:
                         if notification.id <= last:
                             continue  # a redelivery or a re-send: already in this view
                         view.apply(c, self.reader.to_domain_event(notification))
                         last = notification.id
                         applied += 1
-                    next_offset = max(mark.next_offset, decoded[-1][0] + 1)
+                    next_offset = max(mark.next_offset, messages[-1].offset + 1)
                     self.offsets.write(c, view.name, tp.partition, PartitionMark(next_offset, last))
         return applied
+
+    def _decode(self, record: Any) -> Notification | None:
+        try:
+            return stream.notification_of(record)
+        except stream.MalformedMessage as e:
+            # Someone else's record on our topic: skip it rather than block the partition.
+            log.warning("projector: skipped %s", e)
+            return None
 
     def _commit_to_kafka(self, consumer: Any) -> None:
         # The view database is the record of progress; committing to Kafka as well only lets

@@ -151,7 +151,8 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     _log_to_stderr()
     stop = _stop_on_signals()
     with event_log(settings) as (recorder, db):
-        relay = Relay(settings, recorder, RelayLedger(db, settings.kafka_topic))
+        ledger = RelayLedger(db, settings.kafka_topic)
+        relay = Relay(settings, recorder, ledger, batch_size=args.batch_size)
         status = relay.status()
         logging.getLogger("ticketlog.relay").info(
             "relay: publishing to %s at %s from #%d (%d waiting)",
@@ -193,7 +194,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.source == "kafka":
             settings.require_kafka()
-            applied = KafkaProjector(settings, store).run(stop, from_beginning=args.from_beginning)
+            projector = KafkaProjector(settings, store, batch_size=args.batch_size)
+            applied = projector.run(stop, from_beginning=args.from_beginning)
         else:
             with event_log(settings) as (recorder, _):
                 runner = ProjectionRunner(recorder, SealedReader(), store)
@@ -219,6 +221,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         vault.close()
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive whole number")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="publish the event log to Kafka (needs KAFKA_BOOTSTRAP)")
     relay.add_argument("--once", action="store_true", help="stop once the log's head is sent")
+    relay.add_argument(
+        "--batch-size", type=_positive, default=500, help="events per acknowledged send"
+    )
     relay.set_defaults(func=cmd_relay)
     relay_sub = relay.add_subparsers(dest="relay")
     relay_status = relay_sub.add_parser("status", help="the relay's position and lag")
@@ -268,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-beginning", action="store_true", help="kafka: re-read partitions from the start"
     )
     project.add_argument("--once", action="store_true", help="log: stop once caught up")
+    project.add_argument(
+        "--batch-size", type=_positive, default=500, help="kafka: events per view transaction"
+    )
     project.set_defaults(func=cmd_project)
 
     tail = sub.add_parser("tail", help="print the topic's events, decoded (erased shown as such)")

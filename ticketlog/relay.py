@@ -74,14 +74,14 @@ class RelayLedger:
             row = c.execute(
                 "SELECT notification_id FROM relay_position WHERE topic = ?", [self.topic]
             ).fetchone()
-        return int(row[0]) if row else 0
+        return int(row["notification_id"]) if row else 0
 
     def updated_at(self) -> str | None:
         with self.db.transaction(commit=False) as c:
             row = c.execute(
                 "SELECT updated_at FROM relay_position WHERE topic = ?", [self.topic]
             ).fetchone()
-        return str(row[0]) if row else None
+        return str(row["updated_at"]) if row else None
 
     def partitions(self) -> dict[int, int]:
         """Per partition, the last notification id published there."""
@@ -90,7 +90,7 @@ class RelayLedger:
                 "SELECT partition_id, notification_id FROM relay_partitions WHERE topic = ?",
                 [self.topic],
             ).fetchall()
-        return {int(r[0]): int(r[1]) for r in rows}
+        return {int(r["partition_id"]): int(r["notification_id"]) for r in rows}
 
     def advance(self, notification_id: int, partitions: dict[int, int]) -> None:
         now = datetime.now(UTC).isoformat()

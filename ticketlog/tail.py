@@ -78,6 +78,7 @@ class Tail:
         """Print events until stopped (or until `on_idle` says so); returns how many."""
         from kafka import TopicPartition
 
+        stream.ensure_topic(self.settings)
         consumer = stream.consumer(self.settings, None)
         printed = 0
         try:
