@@ -6,21 +6,32 @@ Relay, projectors and API run as real processes where the behaviour under test i
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from api.tokens import Role
+from crypto.master import MasterKey
+from crypto.vault import KeyVault
+from domain.personal import ERASED
+from domain.user import UserKind
 from projections.kafka import KafkaOffsets, KafkaProjector
 from projections.store import ViewStore
 from tests.conftest import Api
-from tests.kafka_broker import KafkaBroker
+from tests.kafka_broker import KafkaBroker, free_port
 from tests.kafka_support import (
+    CLI,
     dump_views,
+    env_of,
     raw_records,
     seed,
     spawn,
@@ -33,6 +44,7 @@ from ticketlog import stream
 from ticketlog.config import Settings
 from ticketlog.relay import Relay, RelayLedger, event_log
 from ticketlog.runtime import Runtime, all_views, open_views_db
+from ticketlog.tail import Tail, describe, line
 
 
 @contextmanager
@@ -275,3 +287,184 @@ def test_broker_outage_the_api_keeps_working_and_the_relay_delivers_what_waited(
     )
     assert {r.key.decode() for r in records} == set(waiting)
     assert any("publishing resumed" in r.getMessage() for r in caplog.records)
+
+
+def test_end_to_end_commands_relay_projector_group_api_reads_and_erasure(
+    settings: Settings, kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """serve, relay and two projectors as separate processes; the API reads Kafka-fed views."""
+    settings = with_kafka(settings, kafka_broker, views_feed="kafka")
+    with running(settings) as rt:  # tokens, vault and master key, as an operator would
+        tokens = {role: rt.tokens.create(role, f"e2e {role}")[1] for role in Role}
+    port = free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("serve", "relay", "p1", "p2", "tail")}
+    procs = [
+        spawn(settings, "serve", "--port", str(port), log=logs["serve"]),
+        spawn(settings, "relay", log=logs["relay"]),
+        spawn(settings, "project", "--source", "kafka", log=logs["p1"]),
+        spawn(settings, "project", "--source", "kafka", log=logs["p2"]),
+    ]
+    try:
+        # Both projectors joined the group and share the partitions.
+        wait_for(
+            lambda: all("assigned partitions [" in logs[p].read_text() for p in ("p1", "p2")),
+            "both projectors to get partitions",
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(base), "serve to come up")
+
+        def call(method: str, path: str, role: Role = Role.SERVICE, **kw: Any) -> Any:
+            headers = {"Authorization": f"Bearer {tokens[role]}"}
+            r = httpx.request(method, base + path, headers=headers, timeout=30, **kw)
+            assert r.status_code in (200, 201), r.text
+            return r.json()
+
+        customer = call(
+            "POST",
+            "/v1/users",
+            json={
+                "kind": "customer",
+                "name": "Wilhelmina Kafkaesque",
+                "email": "wil@kafka.example",
+            },
+        )
+        agent = call(
+            "POST",
+            "/v1/users",
+            json={"kind": "agent", "name": "Agent Zebulon", "email": "zeb@desk.example"},
+        )
+        tickets = [
+            call(
+                "POST",
+                "/v1/tickets",
+                json={
+                    "requester_id": customer["id"],
+                    "subject": f"Topic trouble {i}",
+                    "body": "Messages vanish",
+                },
+            )
+            for i in range(6)
+        ]
+        for t in tickets:
+            call(
+                "POST",
+                f"/v1/tickets/{t['id']}/comments",
+                json={"author_id": agent["id"], "body": "Check the offsets", "public": True},
+            )
+            call("POST", f"/v1/tickets/{t['id']}/assign", json={"assignee_id": agent["id"]})
+        read = call("GET", f"/v1/tickets/{tickets[0]['id']}")
+        assert read["subject"] == "Topic trouble 0"
+        assert read["status"] == "open"
+        assert [c["body"] for c in read["comments"]] == ["Check the offsets"]
+        listed = call("GET", "/v1/tickets", params={"requester_id": customer["id"]})
+        assert len(listed["items"]) == 6
+        health = call("GET", "/healthz")
+        assert [v["lag"] for v in health["views"]] == [0]
+
+        # Erasure travels as an event: the running projectors mark the subject erased.
+        call("POST", f"/v1/subjects/{customer['id']}/erase", role=Role.COMPLIANCE)
+        profile = call("GET", f"/v1/users/{customer['id']}", role=Role.COMPLIANCE)
+        assert profile["erased"] is True
+        assert profile["name"] is None
+        assert call("GET", f"/v1/tickets/{tickets[0]['id']}")["subject"] is None
+        views_db = open_views_db(settings)
+        try:
+            with views_db.transaction(commit=False) as c:
+                row = c.execute(
+                    "SELECT erased FROM view_users WHERE id = ?", [customer["id"]]
+                ).fetchone()
+        finally:
+            views_db.close()
+        assert row["erased"] == 1
+        assert all(p.poll() is None for p in procs), "nothing restarted"
+
+        status = json.loads(
+            subprocess.run(
+                [*CLI, "relay", "status", "--json"],
+                env=env_of(settings),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        assert status["lag"] == 0
+        assert (
+            status["position"] == status["head"] == 2 + 6 * 4 + 1
+        )  # assigning a new ticket opens it
+
+        # The reference consumer: decoded events, the erased person's fields shown as erased.
+        tail = spawn(settings, "tail", "--from-beginning", "--json", log=logs["tail"])
+        procs.append(tail)
+        entries = wait_for(
+            lambda: _json_lines(logs["tail"], status["head"]), "tail to print every event"
+        )
+        by_type: dict[str, list[dict[str, object]]] = {}
+        for entry in entries:
+            by_type.setdefault(str(entry["type"]), []).append(entry)
+        registered = {e["aggregate_id"]: e for e in by_type["Registered"]}
+        assert registered[customer["id"]]["erased_fields"] == [
+            "email",
+            "name",
+            "organization",
+            "phone",
+        ]
+        assert registered[agent["id"]]["data"]["name"] == "Agent Zebulon"
+        assert all(e["data"]["subject"] is None for e in by_type["Opened"])
+        assert by_type["SubjectErased"][0]["aggregate_id"] == customer["id"]
+    finally:
+        for proc in procs:
+            stop(proc)
+    text = logs["serve"].read_text() + logs["tail"].read_text()
+    assert "Wilhelmina" not in text
+    assert "wil@kafka.example" not in text
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _json_lines(path: Path, count: int) -> list[dict[str, object]] | None:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in lines] if len(lines) >= count else None
+
+
+def test_a_consumer_drops_cached_keys_when_the_erasure_event_arrives(
+    settings: Settings, kafka_broker: KafkaBroker
+) -> None:
+    settings = with_kafka(settings, kafka_broker)
+    with running(settings) as writer:
+        user = writer.desk.register_user(UserKind.CUSTOMER, "Ursula Cached", "ursula@cache.example")
+        writer.desk.open_ticket(user, "Cached subject", "Cached body")
+        relay_once(settings)
+        # The consumer's own vault, with keys cached far longer than the test runs.
+        master = MasterKey.load_or_create_file(settings.key_file_path, may_create=False)
+        vault = KeyVault.open_sqlite(settings.keys_path, master, cache_ttl=3600)
+        try:
+            tail = Tail(settings, vault)
+            registered, opened = sorted(raw_records(settings, 2), key=lambda r: r.offset)[:2]
+            if tail.decode(registered).name != "Ursula Cached":
+                registered, opened = opened, registered
+            assert tail.decode(registered).name == "Ursula Cached"
+            assert tail.decode(opened).subject == "Cached subject"
+
+            writer.desk.erase_subject(user)  # another process destroys the keys
+            relay_once(settings)
+            # Until the erasure event arrives, a cache may still open the data ...
+            assert tail.decode(registered).name == "Ursula Cached"
+            erased = [
+                r
+                for r in raw_records(settings, 3)
+                if dict(r.headers)["event-type"].endswith(b"SubjectErased")
+            ]
+            tail.decode(erased[0])
+            # ... and from the moment it does, nothing opens any more.
+            assert tail.decode(registered).name is ERASED
+            assert tail.decode(opened).subject is ERASED
+            entry = describe(registered, tail.decode(registered))
+            assert entry["erased_fields"] == ["email", "name", "organization", "phone"]
+            assert "Ursula" not in line(entry)
+        finally:
+            vault.close()

@@ -178,7 +178,28 @@ def cmd_relay_status(args: argparse.Namespace, settings: Settings) -> int:
             f"relay to {status.topic}: position {status.position:,} of {status.head:,}"
             f"  lag {status.lag:,}  last advanced {status.updated_at or 'never'}"
         )
+    return _lag_verdict(status.lag, args.max_lag)
+
+
+def _lag_verdict(lag: int, max_lag: int | None) -> int:
+    """Exit 1 when lag exceeds --max-lag, so health checks can use the status commands."""
+    if max_lag is not None and lag > max_lag:
+        print(f"ticketlog: lag {lag:,} exceeds {max_lag:,}", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_project_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import projector_status
+
+    status = projector_status(settings, args.source)
+    rows = [{"view": s.name, "position": s.position, "head": s.head, "lag": s.lag} for s in status]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['view']:<12} position {r['position']:,} of {r['head']:,}  lag {r['lag']:,}")
+    return _lag_verdict(max((s.lag for s in status), default=0), args.max_lag)
 
 
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
@@ -271,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay_sub = relay.add_subparsers(dest="relay")
     relay_status = relay_sub.add_parser("status", help="the relay's position and lag")
     relay_status.add_argument("--json", action="store_true")
+    relay_status.add_argument("--max-lag", type=int, help="exit 1 if more events wait than this")
     relay_status.set_defaults(func=cmd_relay_status)
 
     project = sub.add_parser("project", help="run the views as a projector process")
@@ -283,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive, default=500, help="kafka: events per view transaction"
     )
     project.set_defaults(func=cmd_project)
+    project_status = project.add_subparsers(dest="project").add_parser(
+        "status", help="each view's position and lag, from the databases (no keys needed)"
+    )
+    project_status.add_argument("--source", choices=["kafka", "log"], default="kafka")
+    project_status.add_argument("--json", action="store_true")
+    project_status.add_argument("--max-lag", type=int, help="exit 1 if any view lags more")
+    project_status.set_defaults(func=cmd_project_status)
 
     tail = sub.add_parser("tail", help="print the topic's events, decoded (erased shown as such)")
     tail.add_argument("--from-beginning", action="store_true")

@@ -28,6 +28,7 @@ from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory
 from eventsourcing.utils import Environment
 
 from projections.kafka import KafkaFedViews, KafkaOffsets
+from projections.runner import ProjectionRunner, ViewStatus
 from projections.sql import Database
 from projections.store import ViewStore
 from ticketlog import stream
@@ -123,6 +124,28 @@ def kafka_fed_views(
 
     offsets = KafkaOffsets(views, settings.kafka_topic)
     return KafkaFedViews(desk.recorder, desk.sealing_mapper, views, offsets, published), db.close
+
+
+def projector_status(settings: Settings, source: str) -> list[ViewStatus]:
+    """How far the projectors got, read from the databases alone (no vault, no broker)."""
+    from ticketlog.runtime import all_views, open_views_db
+
+    store = ViewStore(open_views_db(settings), all_views())
+    try:
+        with event_log(settings) as (recorder, db):
+            if source == "log":
+                return ProjectionRunner(recorder, stream.SealedReader(), store).status()
+            ledger = RelayLedger(db, settings.kafka_topic)
+            fed = KafkaFedViews(
+                recorder,
+                stream.SealedReader(),
+                store,
+                KafkaOffsets(store, settings.kafka_topic),
+                lambda: (ledger.position(), ledger.partitions()),
+            )
+            return fed.status()
+    finally:
+        store.close()
 
 
 @dataclass(frozen=True)
