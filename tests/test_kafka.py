@@ -42,7 +42,7 @@ from tests.kafka_support import (
 )
 from ticketlog import stream
 from ticketlog.config import Settings
-from ticketlog.relay import Relay, RelayLedger, event_log
+from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
 from ticketlog.runtime import Runtime, all_views, open_views_db
 from ticketlog.tail import Tail, describe, line
 
@@ -444,9 +444,10 @@ def test_a_consumer_drops_cached_keys_when_the_erasure_event_arrives(
         vault = KeyVault.open_sqlite(settings.keys_path, master, cache_ttl=3600)
         try:
             tail = Tail(settings, vault)
-            registered, opened = sorted(raw_records(settings, 2), key=lambda r: r.offset)[:2]
-            if tail.decode(registered).name != "Ursula Cached":
-                registered, opened = opened, registered
+            by_type = {
+                dict(r.headers)["event-type"].split(b".")[-1]: r for r in raw_records(settings, 2)
+            }
+            registered, opened = by_type[b"Registered"], by_type[b"Opened"]
             assert tail.decode(registered).name == "Ursula Cached"
             assert tail.decode(opened).subject == "Cached subject"
 
@@ -468,3 +469,18 @@ def test_a_consumer_drops_cached_keys_when_the_erasure_event_arrives(
             assert "Ursula" not in line(entry)
         finally:
             vault.close()
+
+
+def test_only_one_relay_is_active_at_a_time(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    first, second = RelayLock(settings), RelayLock(settings)
+    assert first.try_acquire()
+    try:
+        assert not second.try_acquire()
+        stopped = threading.Event()
+        stopped.set()
+        assert not second.wait(stopped)
+    finally:
+        first.release()
+    assert second.try_acquire()
+    second.release()

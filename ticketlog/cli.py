@@ -145,11 +145,15 @@ def _log_to_stderr() -> None:
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
-    from ticketlog.relay import Relay, RelayLedger, event_log
+    from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
 
     settings.require_kafka()
     _log_to_stderr()
     stop = _stop_on_signals()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = RelayLock(settings)
+    if not lock.wait(stop):
+        return 0
     with event_log(settings) as (recorder, db):
         ledger = RelayLedger(db, settings.kafka_topic)
         relay = Relay(settings, recorder, ledger, batch_size=args.batch_size)
@@ -161,7 +165,10 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
             status.position,
             status.lag,
         )
-        published = relay.run(stop, once=args.once)
+        try:
+            published = relay.run(stop, once=args.once)
+        finally:
+            lock.release()
     print(f"relay: published {published:,} events", file=sys.stderr)
     return 0
 

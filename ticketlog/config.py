@@ -76,8 +76,6 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, Any]:
     if feed not in VIEWS_FEEDS:
         raise ConfigError(f"TICKETLOG_VIEWS_FEED must be one of {', '.join(VIEWS_FEEDS)}")
     bootstrap = env.get("TICKETLOG_KAFKA_BOOTSTRAP") or None
-    if feed == "kafka" and not bootstrap:
-        raise ConfigError("TICKETLOG_VIEWS_FEED=kafka needs TICKETLOG_KAFKA_BOOTSTRAP")
     partitions = env.get("TICKETLOG_KAFKA_PARTITIONS") or "6"
     if not partitions.isdigit() or int(partitions) < 1:
         raise ConfigError("TICKETLOG_KAFKA_PARTITIONS must be a positive whole number")

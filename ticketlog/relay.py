@@ -148,6 +148,61 @@ def projector_status(settings: Settings, source: str) -> list[ViewStatus]:
         store.close()
 
 
+class RelayLock:
+    """One active relay per topic and event store; any other stands by until it is free.
+
+    A second relay would be harmless (consumers drop re-sends) but would publish everything
+    twice and move the shared position back and forth. PostgreSQL: a session advisory lock;
+    SQLite: an exclusive lock on a file beside events.db. Both vanish with the process.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._held: Any = None
+
+    def try_acquire(self) -> bool:
+        pg = self.settings.postgres
+        name = f"ticketlog.relay:{pg.schema if pg else 'sqlite'}:{self.settings.kafka_topic}"
+        if pg is not None:
+            import psycopg
+
+            conn = psycopg.connect(pg.conninfo(), autocommit=True)
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name]).fetchone()
+            if row and row[0]:
+                self._held = conn
+                return True
+            conn.close()
+            return False
+        import fcntl
+
+        path = self.settings.data_dir / f"relay-{self.settings.kafka_topic}.lock"
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._held = handle
+        return True
+
+    def wait(self, stop: threading.Event, pause: float = 2.0) -> bool:
+        """Acquire, standing by while another relay holds it; False if stopped first."""
+        announced = False
+        while not stop.is_set():
+            if self.try_acquire():
+                return True
+            if not announced:
+                log.info("relay: another relay is active; standing by")
+                announced = True
+            stop.wait(pause)
+        return False
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()  # closing the session or file releases the lock
+            self._held = None
+
+
 @dataclass(frozen=True)
 class RelayStatus:
     topic: str

@@ -148,7 +148,7 @@ def ensure_topic(settings: Settings) -> bool:
     """Create the topic (with the configured partitions) unless it exists; True if created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(
         bootstrap_servers=settings.require_kafka().split(","),
@@ -160,8 +160,11 @@ def ensure_topic(settings: Settings) -> bool:
             return False
         try:
             admin.create_topics([NewTopic(settings.kafka_topic, settings.kafka_partitions, 1)])
-        except TopicAlreadyExistsError:
-            return False
+        except KafkaError:
+            # Another process may have created it a moment ago; anything else is a real error.
+            if settings.kafka_topic in admin.list_topics():
+                return False
+            raise
         return True
     finally:
         admin.close()
