@@ -68,20 +68,20 @@ class KafkaOffsets:
         self.topic = topic
         store.db.execute_script(OFFSETS_SCHEMA)
 
-    def lock(self, c: Cursor) -> dict[tuple[str, int], PartitionMark]:
-        """Read every mark inside a write transaction, so racing consumers serialise here."""
+    def lock(self, c: Cursor, partitions: Sequence[int]) -> dict[tuple[str, int], PartitionMark]:
+        """Read the batch's marks inside its write transaction, so consumers racing for the same
+        partitions (during a rebalance) serialise here; other partitions proceed in parallel."""
+        marks = ",".join("?" * len(partitions))
+        select = (
+            "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
+            f" WHERE topic = ? AND partition_id IN ({marks})"
+        )
         if self.store.db.postgres:
-            sql = "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
-            rows = c.execute(sql + " WHERE topic = ? FOR UPDATE", [self.topic]).fetchall()
+            select += " FOR UPDATE"
         else:
             # A write first: SQLite then holds the write lock for the whole transaction.
             c.execute("UPDATE kafka_offsets SET topic = topic WHERE topic = ?", [self.topic])
-            rows = c.execute(
-                "SELECT view_name, partition_id, next_offset, notification_id FROM kafka_offsets"
-                " WHERE topic = ?",
-                [self.topic],
-            ).fetchall()
-        return _marks_of(rows)
+        return _marks_of(c.execute(select, [self.topic, *partitions]).fetchall())
 
     def marks(self) -> dict[tuple[str, int], PartitionMark]:
         with self.store.db.transaction(commit=False) as c:
@@ -179,7 +179,7 @@ class KafkaProjector:
     def _apply_once(self, records: dict[Any, list[Any]]) -> int:
         applied = 0
         with self.store.transaction() as c:
-            marks = self.offsets.lock(c)
+            marks = self.offsets.lock(c, [tp.partition for tp in records])
             for tp, messages in records.items():
                 decoded = [n for n in map(self._decode, messages) if n is not None]
                 for view in self.views:

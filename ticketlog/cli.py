@@ -35,8 +35,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from ticketlog.erasures import ErasureWatcher
 
     runtime = Runtime.open(settings)
+    watcher = ErasureWatcher(runtime.desk.recorder, runtime.vault)
+    watcher.start()  # other replicas' erasures reach this one's key cache at once
     try:
         # Kafka-fed views are the projectors' job; inline ones are brought up to date here.
         applied = _catch_up(runtime, "updating views") if settings.views_feed == "inline" else 0
@@ -44,6 +47,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
         uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_level="info")
     finally:
+        watcher.stop()
         runtime.close()
     return 0
 
