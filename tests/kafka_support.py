@@ -74,7 +74,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+def wait_for(
+    check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.05
+) -> Any:
     """Poll until `check` returns something truthy; a guard against hangs, not a timing test."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,7 +85,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def seed(desk: HelpDesk, tickets: int, tag: str = "") -> list[str]:

@@ -191,11 +191,14 @@ def test_relay_killed_mid_stream_loses_nothing_and_views_apply_each_event_once(
     with running(settings) as rt:
         seed(rt.desk, 120)
     _, head = relay_status(settings)
-    relay = spawn(settings, "relay", "--batch-size", "3", log=tmp_path / "relay.log")
+    relay = spawn(settings, "relay", "--batch-size", "1", log=tmp_path / "relay.log")
     try:
-        position = wait_for(lambda: relay_status(settings)[0], "the relay to publish", timeout=60)
-        relay.send_signal(signal.SIGKILL)
-        relay.wait()
+        with event_log(settings) as (_, db):
+            ledger = RelayLedger(db, settings.kafka_topic)
+            wait_for(ledger.position, "the relay to publish", interval=0.002)
+            relay.send_signal(signal.SIGKILL)
+            relay.wait()
+            position = ledger.position()
     finally:
         stop(relay)
     assert 0 < position < head, "the relay must be killed mid-stream"
@@ -218,21 +221,20 @@ def test_projector_killed_mid_batch_resumes_without_double_or_missed_events(
         seed(rt.desk, 120)
     head = relay_once(settings)
 
-    def applied_so_far() -> int:
-        store = ViewStore(open_views_db(settings), all_views())
-        try:
-            marks = KafkaOffsets(store, settings.kafka_topic).marks()
-        finally:
-            store.close()
-        return sum(1 for m in marks.values() if m.notification_id)
-
     log = tmp_path / "projector.log"
-    projector = spawn(settings, "project", "--source", "kafka", "--batch-size", "2", log=log)
+    projector = spawn(settings, "project", "--source", "kafka", "--batch-size", "1", log=log)
+    store = ViewStore(open_views_db(settings), all_views())
     try:
-        wait_for(applied_so_far, "the projector to apply a first batch", timeout=60)
+        offsets = KafkaOffsets(store, settings.kafka_topic)
+        wait_for(
+            lambda: any(m.notification_id for m in offsets.marks().values()),
+            "the projector to apply a first batch",
+            interval=0.002,
+        )
         projector.send_signal(signal.SIGKILL)
         projector.wait()
     finally:
+        store.close()
         stop(projector)
     assert not views_caught_up(settings), "the projector must be killed mid-stream"
 
@@ -484,3 +486,42 @@ def test_only_one_relay_is_active_at_a_time(settings: Settings) -> None:
         first.release()
     assert second.try_acquire()
     second.release()
+
+
+def test_a_dead_group_members_partitions_move_to_the_survivor_and_nothing_is_lost(
+    settings: Settings, kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    settings = with_kafka(settings, kafka_broker)
+    with running(settings) as rt:
+        seed(rt.desk, 100)
+    logs = [tmp_path / "p1.log", tmp_path / "p2.log"]
+    members = [
+        spawn(settings, "project", "--source", "kafka", "--batch-size", "1", log=log)
+        for log in logs
+    ]
+    try:
+        wait_for(
+            lambda: all("assigned partitions [" in log.read_text() for log in logs),
+            "both projectors to share the partitions",
+        )
+        relay_once(settings)
+        store = ViewStore(open_views_db(settings), all_views())
+        try:
+            offsets = KafkaOffsets(store, settings.kafka_topic)
+            wait_for(
+                lambda: any(m.notification_id for m in offsets.marks().values()),
+                "the group to apply a first batch",
+                interval=0.002,
+            )
+            members[0].send_signal(signal.SIGKILL)
+            members[0].wait()
+        finally:
+            store.close()
+        assert not views_caught_up(settings), "a member must die mid-stream"
+        wait_for(lambda: views_caught_up(settings), "the survivor to take over and catch up")
+        assert members[1].poll() is None, logs[1].read_text()
+        assert "assigned partitions [0, 1, 2, 3]" in logs[1].read_text()  # it took over
+    finally:
+        for member in members:
+            stop(member)
+    assert kafka_views(settings) == views_from_log(settings, tmp_path / "expected.db")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from domain.user import UserKind
+from projections.kafka import KafkaFedViews
 from projections.sql import Database
+from tests.conftest import open_api
 from tests.kafka_support import dump_views, seed
 from tests.test_cli import run_cli
 from ticketlog.config import ConfigError, Settings
@@ -85,5 +88,23 @@ def test_the_keyless_reader_decodes_exactly_as_the_sealing_mapper(settings: Sett
             assert vars(reader.to_domain_event(n)) == vars(
                 rt.desk.sealing_mapper.to_domain_event(n)
             )
+    finally:
+        rt.close()
+
+
+def test_kafka_fed_api_stores_the_command_and_says_when_views_lag(settings: Settings) -> None:
+    """No relay or projector running: the write is kept, the answer says the views are behind."""
+    fed = dataclasses.replace(settings, views_feed="kafka", kafka_bootstrap="127.0.0.1:9")
+    rt = Runtime.open(fed)
+    try:
+        assert isinstance(rt.runner, KafkaFedViews)
+        rt.runner.wait_seconds = 0.3
+        for api in open_api(rt)():
+            r = api.post("/v1/users", {"kind": "customer", "name": "Lena Lag", "email": "l@x.io"})
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "views_lagging"
+            assert r.headers["Retry-After"] == "1"
+            assert api.get("/healthz").json()["views"][0]["lag"] == 1
+        assert rt.desk.recorder.max_notification_id() == 1  # the command was stored
     finally:
         rt.close()
