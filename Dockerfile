@@ -1,4 +1,4 @@
-# The ticketlog image: one image, several roles (serve now; relay and projectors later).
+# The ticketlog image: one image, several roles (serve, relay, project; see docker-compose.yml).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app

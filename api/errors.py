@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from crypto.errors import KeyVaultError, ScopeErased, TamperedData
 from domain.errors import DomainError, NotFound, ProcessingRestricted
+from projections.kafka import ViewsLagging
 from projections.queries import BadCursor
 
 log = logging.getLogger("ticketlog.api")
@@ -123,6 +124,16 @@ def install(app: FastAPI) -> None:
             503,
             "storage_unavailable",
             "storage is unavailable; retry later",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(ViewsLagging)
+    async def lagging(_: Request, exc: ViewsLagging) -> Response:
+        log.warning("views lagging: %s", exc)
+        return error_response(
+            503,
+            "views_lagging",
+            "the command was stored; the views have not caught up yet, read again shortly",
             headers={"Retry-After": "1"},
         )
 

@@ -430,6 +430,20 @@ class KeyVault:
                 if entry is not None:
                     self._scope_cache.pop(entry[1].scope, None)
 
+    def forget_owned_by(self, owner: str) -> int:
+        """Drop cached keys of a person (their own and those they own): another process erased
+        them, and the next read must see the tombstones. Returns how many were dropped."""
+        with self._lock:
+            gone = [
+                key_id
+                for key_id, (_, key) in self._cache.items()
+                if owner in (key.owner, key.scope)
+            ]
+            for key_id in gone:
+                _, key = self._cache.pop(key_id)
+                self._scope_cache.pop(key.scope, None)
+        return len(gone)
+
     def forget_cached(self) -> None:
         """Drop every cached key (another process erased someone)."""
         with self._lock:

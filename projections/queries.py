@@ -14,6 +14,10 @@ from projections.sql import Database
 
 USER_PERSONAL = ("name", "email", "phone", "organization")
 
+USERS = (
+    "SELECT u.*, a.last_active_at FROM view_users u"
+    " LEFT JOIN view_user_activity a ON a.user_id = u.id"
+)
 # Every ticket and comment read carries whether its person restricted processing.
 TICKETS = (
     "SELECT t.*, COALESCE(r.restricted, 0) AS requester_restricted FROM view_tickets t"
@@ -110,7 +114,7 @@ class Queries:
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         with self.db.transaction(commit=False) as c:
-            row = c.execute("SELECT * FROM view_users WHERE id = ?", [user_id]).fetchone()
+            row = c.execute(f"{USERS} WHERE u.id = ?", [user_id]).fetchone()
         return None if row is None else _user(row)
 
     def ticket(self, ticket_id: str) -> dict[str, Any] | None:
@@ -235,11 +239,12 @@ class Queries:
         """Customers with no activity since `cutoff` and no ticket still being worked on."""
         with self.db.transaction(commit=False) as c:
             rows = c.execute(
-                "SELECT u.id, u.last_active_at, u.on_hold FROM view_users u"
-                " WHERE u.kind = 'customer' AND u.erased = 0 AND u.last_active_at <= ?"
+                "SELECT u.id, a.last_active_at, u.on_hold FROM view_users u"
+                " JOIN view_user_activity a ON a.user_id = u.id"
+                " WHERE u.kind = 'customer' AND u.erased = 0 AND a.last_active_at <= ?"
                 " AND NOT EXISTS (SELECT 1 FROM view_tickets t WHERE t.requester_id = u.id"
                 "   AND t.status NOT IN ('solved', 'closed'))"
-                " ORDER BY u.last_active_at, u.id",
+                " ORDER BY a.last_active_at, u.id",
                 [cutoff],
             ).fetchall()
         return [dict(r) for r in rows]

@@ -96,6 +96,10 @@ class Database:
 
     def execute_script(self, statements: Iterable[str]) -> None:
         with self.transaction() as c:
+            if self.postgres:
+                # Processes starting together (scaled projectors) would race on CREATE ... IF
+                # NOT EXISTS, which PostgreSQL does not make atomic: take turns.
+                c.execute("SELECT pg_advisory_xact_lock(hashtext('ticketlog.schema'))")
             for statement in statements:
                 c.execute(statement)
 

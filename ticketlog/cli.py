@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import orjson
 from api.tokens import Role
 from crypto.checkpoint import NoteError
 from crypto.errors import CryptoError
+from projections.runner import ProjectionRunner
 from ticketlog import retention
 from ticketlog.audit.cli import register as register_audit
 from ticketlog.audit.signing import start_checkpoints
@@ -44,15 +48,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
     from ticketlog.background import Loop, ViewFollower
+    from ticketlog.erasures import ErasureWatcher
     from ticketlog.sla_jobs import record_due_breaches
 
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
     backfill.finish()
+    watcher = ErasureWatcher(runtime.desk.recorder, runtime.vault)
+    watcher.start()  # other replicas' erasures reach this one's key cache at once
     scheduler = None
     checkpoints = None
     try:
-        applied = _catch_up(runtime, "updating views")
+        # Kafka-fed views are the projectors' job; inline ones are brought up to date here.
+        applied = _catch_up(runtime, "updating views") if settings.views_feed == "inline" else 0
         if applied:
             print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
         again = reconcile(runtime)
@@ -92,6 +100,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             scheduler.stop()
         if checkpoints is not None:
             checkpoints.stop()
+        watcher.stop()
         runtime.close()
     return 0
 
@@ -409,6 +418,134 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(args.data_dir, as_json=args.json)
 
 
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM or SIGINT finish the current batch, then stop."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # our own lines say what matters
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
+
+    settings.require_kafka()
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = RelayLock(settings)
+    if not lock.wait(stop):
+        return 0
+    with event_log(settings) as (recorder, db):
+        ledger = RelayLedger(db, settings.kafka_topic)
+        relay = Relay(settings, recorder, ledger, batch_size=args.batch_size)
+        status = relay.status()
+        logging.getLogger("ticketlog.relay").info(
+            "relay: publishing to %s at %s from #%d (%d waiting)",
+            settings.kafka_topic,
+            settings.kafka_bootstrap,
+            status.position,
+            status.lag,
+        )
+        try:
+            published = relay.run(stop, once=args.once)
+        finally:
+            lock.release()
+    print(f"relay: published {published:,} events", file=sys.stderr)
+    return 0
+
+
+def cmd_relay_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import Relay, RelayLedger, event_log
+
+    with event_log(settings) as (recorder, db):
+        status = Relay(settings, recorder, RelayLedger(db, settings.kafka_topic)).status()
+    if args.json:
+        _print_json(status.as_dict())
+    else:
+        print(
+            f"relay to {status.topic}: position {status.position:,} of {status.head:,}"
+            f"  lag {status.lag:,}  last advanced {status.updated_at or 'never'}"
+        )
+    return _lag_verdict(status.lag, args.max_lag)
+
+
+def _lag_verdict(lag: int, max_lag: int | None) -> int:
+    """Exit 1 when lag exceeds --max-lag, so health checks can use the status commands."""
+    if max_lag is not None and lag > max_lag:
+        print(f"ticketlog: lag {lag:,} exceeds {max_lag:,}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_project_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.relay import projector_status
+
+    status = projector_status(settings, args.source)
+    rows = [{"view": s.name, "position": s.position, "head": s.head, "lag": s.lag} for s in status]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['view']:<12} position {r['position']:,} of {r['head']:,}  lag {r['lag']:,}")
+    return _lag_verdict(max((s.lag for s in status), default=0), args.max_lag)
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.kafka import KafkaProjector
+    from projections.store import ViewStore
+    from ticketlog.relay import event_log
+    from ticketlog.runtime import all_views, open_views_db
+    from ticketlog.stream import SealedReader
+
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    store = ViewStore(open_views_db(settings), all_views())
+    try:
+        if args.source == "kafka":
+            settings.require_kafka()
+            projector = KafkaProjector(settings, store, batch_size=args.batch_size)
+            applied = projector.run(stop, from_beginning=args.from_beginning)
+        else:
+            with event_log(settings) as (recorder, _):
+                runner = ProjectionRunner(recorder, SealedReader(), store)
+                applied = runner.catch_up()
+                while not args.once and not stop.wait(0.2):
+                    applied += runner.catch_up()
+    finally:
+        store.close()
+    print(f"projector: applied {applied:,} events", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.runtime import open_vault
+    from ticketlog.tail import Tail
+
+    settings.require_kafka()
+    _log_to_stderr()
+    stop = _stop_on_signals()
+    vault = open_vault(settings)
+    try:
+        Tail(settings, vault).run(stop, from_beginning=args.from_beginning, as_json=args.json)
+    finally:
+        vault.close()
+    return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive whole number")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketlog",
@@ -510,6 +647,41 @@ def build_parser() -> argparse.ArgumentParser:
     nstatus = notify.add_parser("status", help="delivery states of email and each webhook")
     nstatus.add_argument("--json", action="store_true")
     nstatus.set_defaults(func=cmd_notify_status)
+
+    relay = sub.add_parser("relay", help="publish the event log to Kafka (needs KAFKA_BOOTSTRAP)")
+    relay.add_argument("--once", action="store_true", help="stop once the log's head is sent")
+    relay.add_argument(
+        "--batch-size", type=_positive, default=500, help="events per acknowledged send"
+    )
+    relay.set_defaults(func=cmd_relay)
+    relay_sub = relay.add_subparsers(dest="relay")
+    relay_status = relay_sub.add_parser("status", help="the relay's position and lag")
+    relay_status.add_argument("--json", action="store_true")
+    relay_status.add_argument("--max-lag", type=int, help="exit 1 if more events wait than this")
+    relay_status.set_defaults(func=cmd_relay_status)
+
+    project = sub.add_parser("project", help="run the views as a projector process")
+    project.add_argument("--source", choices=["kafka", "log"], default="kafka")
+    project.add_argument(
+        "--from-beginning", action="store_true", help="kafka: re-read partitions from the start"
+    )
+    project.add_argument("--once", action="store_true", help="log: stop once caught up")
+    project.add_argument(
+        "--batch-size", type=_positive, default=500, help="kafka: events per view transaction"
+    )
+    project.set_defaults(func=cmd_project)
+    project_status = project.add_subparsers(dest="project").add_parser(
+        "status", help="each view's position and lag, from the databases (no keys needed)"
+    )
+    project_status.add_argument("--source", choices=["kafka", "log"], default="kafka")
+    project_status.add_argument("--json", action="store_true")
+    project_status.add_argument("--max-lag", type=int, help="exit 1 if any view lags more")
+    project_status.set_defaults(func=cmd_project_status)
+
+    tail = sub.add_parser("tail", help="print the topic's events, decoded (erased shown as such)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--json", action="store_true")
+    tail.set_defaults(func=cmd_tail)
 
     demo = sub.add_parser("demo", help="seed a small help desk, erase a customer, show the effect")
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")

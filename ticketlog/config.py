@@ -98,6 +98,32 @@ def _audit_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+DEFAULT_KAFKA_TOPIC = "ticketlog.events"
+VIEWS_FEEDS = ("inline", "kafka")
+
+
+def _kafka_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Kafka is optional: nothing here is needed unless TICKETLOG_KAFKA_BOOTSTRAP is set."""
+    feed = env.get("TICKETLOG_VIEWS_FEED") or "inline"
+    if feed not in VIEWS_FEEDS:
+        raise ConfigError(f"TICKETLOG_VIEWS_FEED must be one of {', '.join(VIEWS_FEEDS)}")
+    bootstrap = env.get("TICKETLOG_KAFKA_BOOTSTRAP") or None
+    partitions = env.get("TICKETLOG_KAFKA_PARTITIONS") or "6"
+    if not partitions.isdigit() or int(partitions) < 1:
+        raise ConfigError("TICKETLOG_KAFKA_PARTITIONS must be a positive whole number")
+    max_poll = env.get("TICKETLOG_KAFKA_MAX_POLL_MS") or "30000"
+    if not max_poll.isdigit() or int(max_poll) < 1000:
+        raise ConfigError("TICKETLOG_KAFKA_MAX_POLL_MS must be a whole number of at least 1000")
+    return {
+        "kafka_bootstrap": bootstrap,
+        "kafka_max_poll_ms": int(max_poll),
+        "kafka_topic": env.get("TICKETLOG_KAFKA_TOPIC") or DEFAULT_KAFKA_TOPIC,
+        "kafka_partitions": int(partitions),
+        "kafka_group": env.get("TICKETLOG_KAFKA_GROUP") or "ticketlog-projectors",
+        "views_feed": feed,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -114,6 +140,12 @@ class Settings:
     checkpoint_interval: float = 60.0
     max_attachment_bytes: int = 25 * 1024 * 1024
     smtp_url: str | None = None
+    kafka_bootstrap: str | None = None
+    kafka_topic: str = DEFAULT_KAFKA_TOPIC
+    kafka_partitions: int = 6
+    kafka_group: str = "ticketlog-projectors"
+    views_feed: str = "inline"
+    kafka_max_poll_ms: int = 30_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,7 +171,16 @@ class Settings:
             **_audit_settings(env),
             max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
             smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
+            **_kafka_settings(env),
         )
+
+    def require_kafka(self) -> str:
+        """The bootstrap servers, or a ConfigError saying how to set them."""
+        if not self.kafka_bootstrap:
+            raise ConfigError(
+                "this command needs Kafka: set TICKETLOG_KAFKA_BOOTSTRAP=host:port[,host:port]"
+            )
+        return self.kafka_bootstrap
 
     @property
     def postgres(self) -> PostgresURL | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,11 @@ def event_store_has_events(settings: Settings) -> bool:
         )
 
 
+def open_views_db(settings: Settings) -> Database:
+    pg = settings.postgres
+    return Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+
+
 def open_vault(settings: Settings) -> KeyVault:
     if settings.keyvault_is_postgres:
         if not settings.master_key and not settings.key_file_path.exists():
@@ -107,6 +113,7 @@ class Runtime:
     notifications: Outbox
     webhooks: WebhookStore
     audit: AuditLog | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
     _checkpointer: Checkpointer | None = field(default=None, repr=False)
 
@@ -131,7 +138,7 @@ class Runtime:
             if pg is not None:
                 ensure_schema(pg)
             desk = HelpDesk(vault, settings.library_env(), clock=clock)
-            views_db = Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+            views_db = open_views_db(settings)
             auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
             audit = AuditLog.beside(settings, views_db)
             audit.backfill(progress)  # once, for event stores made before the Merkle leaves
@@ -139,7 +146,15 @@ class Runtime:
             vault.close()
             raise
         views = ViewStore(views_db, all_views())
-        runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
+        closers: list[Callable[[], None]] = []
+        runner: ProjectionRunner
+        if settings.views_feed == "kafka":
+            from ticketlog.relay import kafka_fed_views
+
+            runner, close_ledger = kafka_fed_views(settings, desk, views)
+            closers.append(close_ledger)
+        else:
+            runner = ProjectionRunner(desk.recorder, desk.sealing_mapper, views)
         # On PostgreSQL, blobs and delivery state share the views' connection pool.
         blobs: BlobStore = TableBlobStore(views_db) if pg else FileBlobStore(settings.blobs_path)
         attachments = Attachments(
@@ -164,12 +179,15 @@ class Runtime:
             attachments=attachments,
             notifications=notifications,
             webhooks=WebhookStore(notify_db, vault, desk.recorder),
+            closers=closers,
         )
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for close in self.closers:
+            close()
         self.tokens.db.close()
         if self.audit is not None:
             self.audit.close()
