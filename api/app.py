@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
+from api.limits import BodyLimit
 from api.routers import (
     attachments,
     audit,
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             404: {"model": ErrorOut, "description": "unknown id"},
             409: {"model": ErrorOut, "description": "a rule forbids it (see the code)"},
             422: {"model": ErrorOut, "description": "invalid input"},
+            413: {"model": ErrorOut, "description": "the body is larger than allowed"},
             423: {"model": ErrorOut, "description": "the person restricted processing"},
         },
     )
@@ -61,4 +63,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(attachments.router)
     app.include_router(preferences.router)
     app.include_router(webhooks.router)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     return app

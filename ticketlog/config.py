@@ -113,6 +113,7 @@ class Settings:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
     max_attachment_bytes: int = 25 * 1024 * 1024
+    max_body_bytes: int = 1 << 20
     smtp_url: str | None = None
 
     @classmethod
@@ -138,6 +139,7 @@ class Settings:
             retention_interval=retention_interval,
             **_audit_settings(env),
             max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
+            max_body_bytes=_positive_int(env, "TICKETLOG_MAX_BODY_BYTES", 1 << 20),
             smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
         )
 
