@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
+from api.idempotency import Idempotency
 from api.limits import BodyLimit
 from api.routers import (
     attachments,
@@ -63,5 +64,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(attachments.router)
     app.include_router(preferences.router)
     app.include_router(webhooks.router)
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    # The last added runs first: the body limit bounds what idempotency reads.
+    settings = runtime.settings
+    app.add_middleware(Idempotency, tokens=runtime.tokens, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
