@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class Settings:
     checkpoint_interval: float = 60.0
     max_attachment_bytes: int = 25 * 1024 * 1024
     max_body_bytes: int = 1 << 20
+    rate_limit: float = 50.0
+    rate_burst: int = 100
     smtp_url: str | None = None
 
     @classmethod
@@ -140,6 +143,7 @@ class Settings:
             **_audit_settings(env),
             max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
             max_body_bytes=_positive_int(env, "TICKETLOG_MAX_BODY_BYTES", 1 << 20),
+            **_rate_settings(env),
             smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
         )
 
@@ -216,3 +220,18 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _rate_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Requests per second per token (0 turns limiting off) and the burst a token may spend."""
+    text = env.get("TICKETLOG_RATE_LIMIT") or "50"
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"TICKETLOG_RATE_LIMIT must be requests per second, got {text[:40]!r}"
+        ) from None
+    if rate < 0 or not math.isfinite(rate):
+        raise ConfigError("TICKETLOG_RATE_LIMIT must be 0 (off) or a positive number")
+    burst = _positive_int(env, "TICKETLOG_RATE_BURST", max(1, round(rate * 2)))
+    return {"rate_limit": rate, "rate_burst": burst}
