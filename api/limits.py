@@ -13,6 +13,7 @@ from api.errors import error_response
 
 # (method, path) of routes that stream their body and enforce their own limit.
 STREAMING_ROUTES = ((re.compile(r"^/v1/tickets/[^/]+/attachments$"), "POST"),)
+BIGINT_MAX = 2**63 - 1  # positions and ids are BIGINT columns: larger never matches, only overflows
 DRAIN_BYTES = 16 * 1024 * 1024  # read this much past the limit so the client sees the 413
 
 
