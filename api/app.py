@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
+from api.idempotency import Idempotency
+from api.limits import BodyLimit
+from api.ratelimit import RateLimit
 from api.routers import (
     attachments,
     audit,
@@ -39,7 +42,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             404: {"model": ErrorOut, "description": "unknown id"},
             409: {"model": ErrorOut, "description": "a rule forbids it (see the code)"},
             422: {"model": ErrorOut, "description": "invalid input"},
+            413: {"model": ErrorOut, "description": "the body is larger than allowed"},
             423: {"model": ErrorOut, "description": "the person restricted processing"},
+            429: {"model": ErrorOut, "description": "too many requests (see Retry-After)"},
         },
     )
     app.state.runtime = runtime
@@ -61,4 +66,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(attachments.router)
     app.include_router(preferences.router)
     app.include_router(webhooks.router)
+    # The last added runs first: rate limit, then the body limit, which bounds what
+    # idempotency reads.
+    settings = runtime.settings
+    app.add_middleware(Idempotency, tokens=runtime.tokens, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
     return app

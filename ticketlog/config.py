@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,6 +140,9 @@ class Settings:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
     max_attachment_bytes: int = 25 * 1024 * 1024
+    max_body_bytes: int = 1 << 20
+    rate_limit: float = 50.0
+    rate_burst: int = 100
     smtp_url: str | None = None
     kafka_bootstrap: str | None = None
     kafka_topic: str = DEFAULT_KAFKA_TOPIC
@@ -170,6 +174,8 @@ class Settings:
             retention_interval=retention_interval,
             **_audit_settings(env),
             max_attachment_bytes=_positive_int(env, "TICKETLOG_MAX_ATTACHMENT_BYTES", 25 << 20),
+            max_body_bytes=_positive_int(env, "TICKETLOG_MAX_BODY_BYTES", 1 << 20),
+            **_rate_settings(env),
             smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
             **_kafka_settings(env),
         )
@@ -255,3 +261,18 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _rate_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Requests per second per token (0 turns limiting off) and the burst a token may spend."""
+    text = env.get("TICKETLOG_RATE_LIMIT") or "50"
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"TICKETLOG_RATE_LIMIT must be requests per second, got {text[:40]!r}"
+        ) from None
+    if rate < 0 or not math.isfinite(rate):
+        raise ConfigError("TICKETLOG_RATE_LIMIT must be 0 (off) or a positive number")
+    burst = _positive_int(env, "TICKETLOG_RATE_BURST", max(1, round(rate * 2)))
+    return {"rate_limit": rate, "rate_burst": burst}

@@ -7,11 +7,12 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from api.deps import RuntimeDep, require
 from api.errors import ApiError
+from api.limits import BIGINT_MAX
 from api.tokens import Role
 from ticketlog.audit.signing import local_verifier
 from ticketlog.audit.store import AuditLog, LogGap
@@ -76,7 +77,7 @@ def _log(runtime: Runtime) -> AuditLog:
 @router.get("/events", response_model=EventPage, dependencies=[AUDIT])
 def events(
     runtime: RuntimeDep,
-    after: Annotated[int, Query(ge=0, description="notification id")] = 0,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX, description="notification id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     entries = _log(runtime).entries(after, limit)
@@ -128,9 +129,9 @@ def _tree_size(log: AuditLog, requested: int | None) -> int:
     "/proofs/inclusion/{notification_id}", response_model=InclusionOut, dependencies=[AUDIT]
 )
 def inclusion(
-    notification_id: int,
+    notification_id: Annotated[int, Path(ge=0, le=BIGINT_MAX)],
     runtime: RuntimeDep,
-    tree_size: Annotated[int | None, Query(ge=1)] = None,
+    tree_size: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> dict[str, Any]:
     log = _log(runtime)
     leaf = log.leaf_of_event(notification_id)
@@ -159,8 +160,8 @@ def inclusion(
 @router.get("/proofs/consistency", response_model=ConsistencyOut, dependencies=[AUDIT])
 def consistency(
     runtime: RuntimeDep,
-    first: Annotated[int, Query(alias="from", ge=0)],
-    second: Annotated[int, Query(alias="to", ge=0)],
+    first: Annotated[int, Query(alias="from", ge=0, le=BIGINT_MAX)],
+    second: Annotated[int, Query(alias="to", ge=0, le=BIGINT_MAX)],
 ) -> dict[str, Any]:
     log = _log(runtime)
     if not first <= second <= log.tree_size():

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import RuntimeDep, parse_id, require
 from api.errors import ApiError
+from api.limits import BIGINT_MAX
 from api.schemas import WebhookCreate, WebhookDeliveries, WebhookOut, WebhookReplay
 from ticketlog.notify.webhooks import BadSubscription, Webhook
 from ticketlog.runtime import Runtime
@@ -53,7 +54,7 @@ def delete(webhook_id: str, runtime: RuntimeDep) -> None:
 def deliveries(
     webhook_id: str,
     runtime: RuntimeDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Every delivery after log position `after`, with each attempt's status."""
@@ -68,7 +69,7 @@ def deliveries(
 def replay(
     webhook_id: str,
     runtime: RuntimeDep,
-    start: Annotated[int, Query(alias="from", ge=1)],
+    start: Annotated[int, Query(alias="from", ge=1, le=BIGINT_MAX)],
 ) -> dict[str, Any]:
     """Deliver again every subscribed event from log position `from` on (new delivery ids)."""
     webhook = _webhook(runtime, webhook_id)

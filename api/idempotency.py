@@ -1,0 +1,265 @@
+"""Idempotency-Key on POST commands: a retry gets the first response and runs nothing again.
+
+Keys live per token in the auth database (`idempotency_keys`), so a retry after a restart
+still finds its answer. Responses carry personal data, so the stored copy is sealed (AES-GCM)
+under a key derived from the caller's bearer token and the Idempotency-Key; the server keeps
+neither, only their HMACs. Without the token, rows are ciphertext; they expire after a day.
+
+Only successful (2xx) responses are kept: a command that failed appended nothing, so its retry
+simply runs again. A key sent while its first request is still running answers 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+from api.limits import BodyTooLarge, is_streaming, read_body, replay
+from api.tokens import TokenStore
+from projections.sql import Database
+
+HEADER = b"idempotency-key"
+REPLAYED = "Idempotent-Replayed"
+KEEP_FOR = timedelta(hours=24)
+STALE_AFTER = timedelta(minutes=5)  # a reservation whose request never finished (a crash)
+MAX_KEY_LENGTH = 255
+log = logging.getLogger("ticketlog.api")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the caller's token and key derive; nothing here is stored as is."""
+
+    token_id: str
+    key_id: str
+    sealing_key: bytes
+
+    @classmethod
+    def derive(cls, token_id: str, token: str, key: str) -> Secrets:
+        def mac(label: bytes) -> bytes:
+            return hmac.new(token.encode(), label + b"\0" + key.encode(), hashlib.sha256).digest()
+
+        return cls(token_id, mac(b"ticketlog/idempotency/id").hex(), mac(b"ticketlog/idempotency"))
+
+    def request_mac(self, method: str, path: str, query: bytes, body: bytes) -> str:
+        message = b"\0".join([method.encode(), path.encode(), query, body])
+        return hmac.new(self.sealing_key, message, hashlib.sha256).hexdigest()
+
+    def _aad(self) -> bytes:
+        return f"{self.token_id}/{self.key_id}".encode()
+
+    def seal(self, content_type: str, body: bytes) -> bytes:
+        nonce = os.urandom(12)
+        plain = content_type.encode("latin-1") + b"\n" + body
+        return nonce + AESGCM(self.sealing_key).encrypt(nonce, plain, self._aad())
+
+    def open(self, sealed: bytes) -> tuple[str, bytes]:
+        plain = AESGCM(self.sealing_key).decrypt(sealed[:12], sealed[12:], self._aad())
+        content_type, _, body = plain.partition(b"\n")
+        return content_type.decode("latin-1"), body
+
+
+@dataclass(frozen=True)
+class Stored:
+    request_mac: str
+    status: int | None  # None while the first request is still running
+    response: bytes | None
+
+
+class IdempotencyStore:
+    schema = (
+        "CREATE TABLE IF NOT EXISTS idempotency_keys ("
+        " token_id TEXT NOT NULL, key_id TEXT NOT NULL, request_mac TEXT NOT NULL,"
+        " status INTEGER, response BYTEA, created_at TEXT NOT NULL,"
+        " PRIMARY KEY (token_id, key_id))",
+    )
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.execute_script(self.schema)
+
+    def reserve(self, who: Secrets, request_mac: str) -> Stored | None:
+        """None if this request may run (the key is now reserved); else what is stored."""
+        now = datetime.now(UTC)
+        with self.db.transaction() as c:
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?"
+                " OR (status IS NULL AND created_at < ?)",
+                [(now - KEEP_FOR).isoformat(), (now - STALE_AFTER).isoformat()],
+            )
+            reserved = c.execute(
+                "INSERT INTO idempotency_keys (token_id, key_id, request_mac, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING key_id",
+                [who.token_id, who.key_id, request_mac, now.isoformat()],
+            ).fetchone()
+            if reserved is not None:
+                return None
+            row = c.execute(
+                "SELECT request_mac, status, response FROM idempotency_keys"
+                " WHERE token_id = ? AND key_id = ?",
+                [who.token_id, who.key_id],
+            ).fetchone()
+        response = row["response"]
+        return Stored(row["request_mac"], row["status"], bytes(response) if response else None)
+
+    def complete(self, who: Secrets, status: int, response: bytes) -> None:
+        with self.db.transaction() as c:
+            c.execute(
+                "UPDATE idempotency_keys SET status = ?, response = ?"
+                " WHERE token_id = ? AND key_id = ?",
+                [status, response, who.token_id, who.key_id],
+            )
+
+    def release(self, who: Secrets) -> None:
+        with self.db.transaction() as c:
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE token_id = ? AND key_id = ? AND status IS NULL",
+                [who.token_id, who.key_id],
+            )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _valid_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH and all(32 < ord(ch) < 127 for ch in key)
+
+
+class Idempotency:
+    """Pure ASGI: sits inside the body limit, so the body it reads is already bounded."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenStore, max_bytes: int) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.store = IdempotencyStore(tokens.db)
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _header(scope, HEADER) if scope["type"] == "http" else None
+        if key is None or scope["method"] != "POST" or is_streaming(scope):
+            await self.app(scope, receive, send)
+            return
+        if not _valid_key(key):
+            message = f"Idempotency-Key is 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+            await error_response(422, "invalid_idempotency_key", message)(scope, receive, send)
+            return
+        who = await self._caller(scope, key)
+        if who is None:  # no valid token: the route answers 401 as usual
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except BodyTooLarge:
+            message = f"the request body is larger than {self.max_bytes} bytes"
+            await error_response(413, "payload_too_large", message)(scope, receive, send)
+            return
+        request_mac = who.request_mac(scope["method"], scope["path"], scope["query_string"], body)
+        try:
+            stored = await run_in_threadpool(self.store.reserve, who, request_mac)
+        except OperationalError:
+            log.error("idempotency store unavailable")
+            response = error_response(
+                503,
+                "storage_unavailable",
+                "storage is unavailable; retry later",
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        if stored is not None:
+            await self._answer(stored, who, request_mac, scope, receive, send)
+            return
+        await self._run(who, scope, replay(body, receive), send)
+
+    async def _caller(self, scope: Scope, key: str) -> Secrets | None:
+        scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        principal = await run_in_threadpool(self.tokens.authenticate, token.strip())
+        if principal is None:
+            return None
+        return Secrets.derive(principal.token_id, token.strip(), key)
+
+    async def _answer(
+        self,
+        stored: Stored,
+        who: Secrets,
+        request_mac: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        if not hmac.compare_digest(stored.request_mac, request_mac):
+            response = error_response(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
+        elif stored.status is None or stored.response is None:
+            response = error_response(
+                409,
+                "idempotency_key_in_flight",
+                "the first request with this Idempotency-Key is still running",
+                headers={"Retry-After": "1"},
+            )
+        else:
+            content_type, body = who.open(stored.response)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": stored.status,
+                    "headers": [
+                        (b"content-type", content_type.encode("latin-1")),
+                        (b"content-length", str(len(body)).encode()),
+                        (REPLAYED.lower().encode(), b"true"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await response(scope, receive, send)
+
+    async def _run(self, who: Secrets, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 0
+        content_type = "application/octet-stream"
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        except BaseException:
+            await run_in_threadpool(self.store.release, who)
+            raise
+        try:
+            if 200 <= status < 300:
+                sealed = who.seal(content_type, b"".join(chunks))
+                await run_in_threadpool(self.store.complete, who, status, sealed)
+            else:
+                await run_in_threadpool(self.store.release, who)
+        except OperationalError:
+            # The response is already sent; the reservation goes stale and is dropped later.
+            log.error("idempotency store unavailable; response not remembered")

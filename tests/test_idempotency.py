@@ -1,0 +1,128 @@
+"""Idempotency-Key: a retried command returns the first response and appends nothing new."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from api.tokens import Role
+from tests.conftest import Api, LiveServer, postgres_hits, raw_hits
+from ticketlog.config import Settings
+from ticketlog.runtime import Runtime
+
+
+def _events(runtime: Runtime) -> int:
+    return int(runtime.desk.recorder.max_notification_id() or 0)
+
+
+def _user(email: str) -> dict[str, object]:
+    return {"kind": "customer", "name": "Idem Potent", "email": email}
+
+
+def _post(api: Api, path: str, body: object, key: str, role: Role = Role.SERVICE) -> httpx.Response:
+    headers = {**api.headers(role), "Idempotency-Key": key}
+    return api.client.post(path, json=body, headers=headers)
+
+
+def test_a_retry_returns_the_first_response_and_appends_nothing(api: Api) -> None:
+    key = str(uuid.uuid4())
+    first = _post(api, "/v1/users", _user("first@example.com"), key)
+    assert first.status_code == 201
+    events = _events(api.runtime)
+    again = _post(api, "/v1/users", _user("first@example.com"), key)
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _events(api.runtime) == events
+
+
+def test_commands_on_a_ticket_are_not_applied_twice(api: Api) -> None:
+    requester = api.user()
+    ticket = api.ticket(requester["id"])
+    comment = {"author_id": requester["id"], "body": "once only", "public": True}
+    key = "comment-" + uuid.uuid4().hex
+    path = f"/v1/tickets/{ticket['id']}/comments"
+    first = _post(api, path, comment, key)
+    assert first.status_code == 201, first.text
+    for _ in range(3):
+        assert _post(api, path, comment, key).json() == first.json()
+    read = api.get(f"/v1/tickets/{ticket['id']}").json()
+    assert [c["body"] for c in read["comments"]].count("once only") == 1
+
+
+def test_the_same_key_with_a_different_body_is_refused(api: Api) -> None:
+    key = str(uuid.uuid4())
+    assert _post(api, "/v1/users", _user("one@example.com"), key).status_code == 201
+    events = _events(api.runtime)
+    r = _post(api, "/v1/users", _user("other@example.com"), key)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "idempotency_key_reused"
+    # The same key on another route is a different request too.
+    r = _post(api, "/v1/organizations", {"name": "Org"}, key)
+    assert r.json()["error"]["code"] == "idempotency_key_reused"
+    assert _events(api.runtime) == events
+
+
+def test_keys_belong_to_one_token(api: Api) -> None:
+    key = str(uuid.uuid4())
+    first = _post(api, "/v1/users", _user("token@example.com"), key)
+    other = _post(api, "/v1/users", _user("token@example.com"), key, role=Role.ADMIN)
+    assert other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+    assert "idempotent-replayed" not in other.headers
+
+
+def test_failed_commands_are_not_remembered(api: Api) -> None:
+    key = str(uuid.uuid4())
+    body = {"requester_id": str(uuid.uuid4()), "subject": "S", "body": "B"}
+    assert _post(api, "/v1/tickets", body, key).status_code == 404
+    requester = api.user()
+    fixed = {**body, "requester_id": requester["id"]}
+    # A different body after a failure is a new request, not a reuse.
+    assert _post(api, "/v1/tickets", fixed, key).status_code == 201
+
+
+def test_malformed_keys_are_refused(api: Api) -> None:
+    for key in ("", "x" * 256, "has space"):
+        r = _post(api, "/v1/users", _user("bad@example.com"), key)
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+@contextmanager
+def _serving(
+    settings: Settings, token: str | None = None
+) -> Iterator[tuple[Runtime, httpx.Client, str]]:
+    runtime = Runtime.open(settings)
+    try:
+        if token is None:
+            token = runtime.tokens.create(Role.SERVICE, "retrying service")[1]
+        with LiveServer(runtime) as url, httpx.Client(base_url=url, timeout=30) as client:
+            client.headers["Authorization"] = f"Bearer {token}"
+            yield runtime, client, token
+    finally:
+        runtime.close()
+
+
+def test_a_retry_after_a_restart_still_gets_the_first_response(settings: Settings) -> None:
+    key = str(uuid.uuid4())
+    email = f"restart-{uuid.uuid4().hex[:8]}@example.com"
+    headers = {"Idempotency-Key": key}
+    with _serving(settings) as (runtime, client, token):
+        first = client.post("/v1/users", json=_user(email), headers=headers)
+        assert first.status_code == 201
+        events = _events(runtime)
+    with _serving(settings, token) as (runtime, client, _):
+        again = client.post("/v1/users", json=_user(email), headers=headers)
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert _events(runtime) == events
+        reused = client.post("/v1/users", json=_user("x" + email), headers=headers)
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    # The remembered response holds personal data: at rest it is ciphertext only.
+    needles = [email, "Idem Potent"]
+    assert raw_hits(settings.data_dir, needles) == []
+    assert postgres_hits(settings, needles) == []
