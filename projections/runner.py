@@ -69,7 +69,38 @@ class ProjectionRunner:
         with self._lock:
             chosen = list(views or self.views)
             self.store.reset(chosen)
-            return max((self._catch_up_view(view, progress) for view in chosen), default=0)
+            return self._rebuild_together(chosen, progress)
+
+    def _rebuild_together(self, views: list[View], progress: Progress | None) -> int:
+        """Views emptied together start at one position: read and decode the log once for all.
+
+        Decoding each event once instead of once per view was a third of a rebuild's time.
+        Views only read their own tables and never change the event, so sharing it is safe.
+        """
+        applied, position, total = 0, 0, self.head()
+        while views:
+            batch = self.recorder.select_notifications(
+                start=position, limit=self.batch_size, inclusive_of_start=False
+            )
+            if not batch:
+                break
+            try:
+                with self.store.transaction() as c:
+                    for notification in batch:
+                        event = self.mapper.to_domain_event(notification)
+                        for view in views:
+                            view.apply(c, event)
+                    for view in views:
+                        self.store.record_position(c, view, batch[-1].id)
+            except IntegrityError:
+                # Another runner is filling these views too: go on view by view, as catch_up.
+                behind = (self._catch_up_view(view, progress) for view in views)
+                return applied + max(behind, default=0)
+            position = batch[-1].id
+            applied += len(batch)
+            if progress is not None:
+                progress(applied, max(total, applied))
+        return applied
 
     def _catch_up_view(self, view: View, progress: Progress | None) -> int:
         applied = 0

@@ -546,6 +546,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ticketlog.bench.suite import main as run_bench
+
+    return run_bench(quick=args.quick, json_path=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketlog",
@@ -687,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help="keep the demo's data here (default: a temporary dir)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks: each cost as a ratio to its baseline")
+    bench.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    bench.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
+    bench.set_defaults(func=cmd_bench)
 
     register_audit(sub)
     return parser
