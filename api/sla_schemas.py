@@ -61,6 +61,7 @@ class FilterIn(Strict):
     match: Literal["all", "any"] = "all"
     priorities: list[Priority] = Field(default_factory=list, max_length=4)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
+    organizations: list[UUID] = Field(default_factory=list, max_length=100)
 
 
 class PolicyIn(Strict):
@@ -81,6 +82,7 @@ class PolicyIn(Strict):
             "match": self.filter.match,
             "priorities": [p.value for p in self.filter.priorities],
             "tags": sorted({t.strip().lower() for t in self.filter.tags}),
+            "organizations": sorted({str(o) for o in self.filter.organizations}),
         }
 
     def targets_definition(self) -> dict[str, Any]:

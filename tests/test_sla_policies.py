@@ -40,7 +40,12 @@ def test_first_matching_policy_applies_and_is_re_evaluated_on_priority_and_tags(
     )
     assert vip.status_code == 201, vip.text
     assert (vip.json()["position"], vip.json()["version"]) == (1, 1)
-    assert vip.json()["filter"] == {"match": "any", "priorities": ["urgent"], "tags": ["vip"]}
+    assert vip.json()["filter"] == {
+        "match": "any",
+        "priorities": ["urgent"],
+        "tags": ["vip"],
+        "organizations": [],
+    }
     default = api.post("/v1/sla/policies", policy_body("Everyone"), role=Role.ADMIN)
     assert default.json()["position"] == 2
     vip_id, default_id = vip.json()["id"], default.json()["id"]

@@ -332,6 +332,8 @@ class HelpDesk(Application[UUID]):
         schedule_id: UUID | None,
     ) -> UUID:
         self._refuse_unknown_schedule(schedule_id)
+        for organization_id in filter_.get("organizations") or ():
+            self.get(Organization, UUID(str(organization_id)))
 
         def command() -> Sequence[Aggregate]:
             # A fresh policy per attempt: a failed save has already taken its pending events.
@@ -352,6 +354,8 @@ class HelpDesk(Application[UUID]):
         schedule_id: UUID | None,
     ) -> None:
         self._refuse_unknown_schedule(schedule_id)
+        for organization_id in filter_.get("organizations") or ():
+            self.get(Organization, UUID(str(organization_id)))
 
         def command() -> SlaPolicy:
             policy = self.get(SlaPolicy, policy_id)
@@ -395,8 +399,13 @@ class HelpDesk(Application[UUID]):
 
     def _sla_policy_for(self, ticket: Ticket) -> AppliedPolicy | None:
         """The first policy, by position, whose filter matches the ticket as it is now."""
-        for policy in self.policies():
-            if policy.policy_filter.matches(ticket.priority.value, ticket.tags):
+        policies = self.policies()
+        organization = None
+        if any(p.policy_filter.organizations for p in policies):
+            org_id = self.get(User, ticket.requester_id).organization_id
+            organization = str(org_id) if org_id else None
+        for policy in policies:
+            if policy.policy_filter.matches(ticket.priority.value, ticket.tags, organization):
                 schedule_version = (
                     self.get(SlaSchedule, policy.schedule_id).version
                     if policy.schedule_id

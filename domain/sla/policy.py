@@ -29,13 +29,15 @@ MATCH_MODES = ("all", "any")
 class PolicyFilter:
     """Which tickets a policy applies to: all conditions hold, or any one does.
 
-    Conditions: the priority is one of `priorities` (when given), and the ticket carries each
-    of `tags`. An empty filter matches every ticket.
+    Conditions: the priority is one of `priorities` (when given), the requester belongs to one
+    of `organizations` (when given), and the ticket carries each of `tags`. An empty filter
+    matches every ticket.
     """
 
     match: str = "all"
     priorities: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
 
     @classmethod
     def from_definition(cls, definition: Mapping[str, Any]) -> PolicyFilter:
@@ -43,13 +45,23 @@ class PolicyFilter:
             match=str(definition.get("match", "all")),
             priorities=tuple(definition.get("priorities") or ()),
             tags=tuple(definition.get("tags") or ()),
+            organizations=tuple(str(o) for o in definition.get("organizations") or ()),
         )
 
     def definition(self) -> dict[str, Any]:
-        return {"match": self.match, "priorities": list(self.priorities), "tags": list(self.tags)}
+        return {
+            "match": self.match,
+            "priorities": list(self.priorities),
+            "tags": list(self.tags),
+            "organizations": list(self.organizations),
+        }
 
-    def matches(self, priority: str, tags: Sequence[str]) -> bool:
+    def matches(
+        self, priority: str, tags: Sequence[str], organization_id: str | None = None
+    ) -> bool:
         conditions = [tag in tags for tag in self.tags]
+        if self.organizations:
+            conditions.insert(0, organization_id in self.organizations)
         if self.priorities:
             conditions.insert(0, priority in self.priorities)
         if not conditions:
