@@ -166,6 +166,11 @@ def test_personal_data_subscriptions_get_opened_fields_and_are_access_logged(
         [record] = [r for r in caplog.records if r.name == "ticketlog.access"]
         assert payload["delivery_id"] in record.getMessage()
         assert "Open subject" not in record.getMessage()
+        # ...and in the person's own access log, which their export shows them.
+        export = api.get(f"/v1/subjects/{requester['id']}/export", role=Role.COMPLIANCE).json()
+        assert (f"webhook {hook['id']}", "webhook", "webhook delivery ticket.opened") in [
+            (a["token_name"], a["role"], a["endpoint"]) for a in export["access_log"]
+        ]
 
         # After erasure a replay carries nulls, and says which fields were erased.
         api.post(f"/v1/subjects/{requester['id']}/erase", role=Role.COMPLIANCE)

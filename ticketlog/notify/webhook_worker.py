@@ -19,6 +19,7 @@ from uuid import UUID
 import httpx
 import orjson
 
+from crypto.fields import Sealed
 from domain.personal import Erased, personal_fields_of
 from ticketlog.notify.webhooks import SIGNATURE_HEADER, sign
 from ticketlog.notify.worker import LEASE, retry_delay
@@ -108,6 +109,32 @@ class WebhookWorker:
                 log.exception("webhook delivery pass failed; trying again")
             stop.wait(interval)
 
+    def _record_access(self, delivery: dict[str, Any]) -> None:
+        """A personal-data delivery is staff-visible access: it goes in the access log, with
+        the people whose data it carries (owners of the keys that still open)."""
+        desk = self.runtime.desk
+        [notification] = desk.recorder.select_notifications(
+            start=delivery["position"], limit=1, inclusive_of_start=True
+        )
+        event = desk.sealing_mapper.to_domain_event(notification)
+        subjects: set[UUID] = set()
+        for name in personal_fields_of(type(event)):
+            sealed = getattr(event, name)
+            if not isinstance(sealed, Sealed):
+                continue
+            for key_id in sealed.key_ids:
+                key = self.runtime.vault.key_by_id(key_id)
+                if not key.destroyed and key.owner and key.owner.startswith("user:"):
+                    subjects.add(UUID(key.owner.removeprefix("user:")))
+        if subjects:
+            desk.record_access(
+                f"webhook:{delivery['webhook_id']}",
+                f"webhook {delivery['webhook_id']}",
+                "webhook",
+                f"webhook delivery {delivery['event_type']}",
+                sorted(subjects),
+            )
+
     def payload(self, delivery: dict[str, Any]) -> bytes:
         personal = bool(delivery["personal_data"])
         desk = self.runtime.desk
@@ -153,6 +180,7 @@ class WebhookWorker:
             return None
         body = self.payload(delivery)
         if delivery["personal_data"]:
+            self._record_access(delivery)
             access_log.info(
                 "personal data disclosed: webhook=%s delivery=%s position=%s type=%s",
                 delivery["webhook_id"],
