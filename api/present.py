@@ -88,7 +88,8 @@ class Opener:
         return out
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """An event attribute as JSON: ids and times as text, erased values as null."""
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, datetime):
@@ -98,7 +99,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Erased):
         return None
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain_value(v) for k, v in value.items()}
     return value
 
 
@@ -111,6 +114,6 @@ def history_event(event: Any) -> dict[str, Any]:
         "version": event.originator_version,
         "occurred_at": state.get("occurred_at"),
         "recorded_at": event.timestamp,
-        "data": {k: _plain(v) for k, v in state.items() if k not in HIDDEN_EVENT_FIELDS},
+        "data": {k: plain_value(v) for k, v in state.items() if k not in HIDDEN_EVENT_FIELDS},
         "erased_fields": sorted(f for f in personal if isinstance(state.get(f), Erased)),
     }

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
 import orjson
 
+from api.present import HIDDEN_EVENT_FIELDS, plain_value
 from crypto.fields import Sealed
 from domain.personal import Erased, personal_fields_of
 from ticketlog.notify.webhooks import SIGNATURE_HEADER, sign
@@ -32,25 +32,7 @@ access_log = logging.getLogger("ticketlog.access")
 
 MAX_ATTEMPTS = 10
 FIRST_RETRY = timedelta(seconds=10)
-HIDDEN = frozenset(
-    {"originator_id", "originator_version", "originator_topic", "timestamp", "occurred_at"}
-)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Erased):
-        return None
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+HIDDEN = HIDDEN_EVENT_FIELDS
 
 
 @dataclass
@@ -147,7 +129,7 @@ class WebhookWorker:
         fields = personal_fields_of(type(event))
         state = vars(event)
         data = {
-            k: _plain(v)
+            k: plain_value(v)
             for k, v in state.items()
             if k not in HIDDEN and (personal or k not in fields)
         }
@@ -159,8 +141,8 @@ class WebhookWorker:
             "type": delivery["event_type"],
             "aggregate_id": str(event.originator_id),
             "aggregate_version": event.originator_version,
-            "occurred_at": _plain(state.get("occurred_at")),
-            "recorded_at": _plain(state.get("timestamp")),
+            "occurred_at": plain_value(state.get("occurred_at")),
+            "recorded_at": plain_value(state.get("timestamp")),
             "replay": delivery["generation"] > 0,
             "personal_data": personal,
             "data": data,
