@@ -38,65 +38,58 @@ def plan(runtime: Runtime, now: datetime) -> list[RetentionAction]:
     """What the rules in force would shred now, and why. Changes nothing."""
     runtime.runner.catch_up()
     actions: list[RetentionAction] = []
+    requester_of: dict[UUID, UUID] = {}  # ticket -> requester, for the shreds planned
     erasing: set[UUID] = set()
     for rule in runtime.desk.retention_rules():
         cutoff = timestamp(now - timedelta(days=rule.after_days))
         days = f"{rule.after_days} days"
         if rule.kind is RetentionKind.SHRED_CLOSED_TICKET_CONTENT:
             for row in runtime.queries.closed_tickets_before(cutoff):
+                ticket_id = UUID(row["id"])
+                requester_of[ticket_id] = UUID(row["requester_id"])
+                reason = f"closed {row['closed_at'][:10]}, more than {days} ago"
                 actions.append(
                     RetentionAction(
                         "shred_ticket_content",
-                        UUID(row["id"]),
+                        ticket_id,
                         rule.kind.value,
-                        f"closed {row['closed_at'][:10]}, more than {days} ago",
+                        reason,
                         bool(row["on_hold"]),
                     )
                 )
-        elif rule.kind is RetentionKind.ERASE_INACTIVE_CUSTOMERS:
-            for row in runtime.queries.customers_inactive_since(cutoff):
-                if UUID(row["id"]) not in erasing:
-                    erasing.add(UUID(row["id"]))
-                    actions.append(
-                        RetentionAction(
-                            "erase_person",
-                            UUID(row["id"]),
-                            rule.kind.value,
-                            f"no activity since {row['last_active_at'][:10]}, more than {days}",
-                            bool(row["on_hold"]),
-                        )
-                    )
-        elif rule.kind is RetentionKind.ERASE_AFTER_CONTRACT_END:
-            for row in runtime.queries.members_of_organizations_ended_before(cutoff):
-                if UUID(row["id"]) not in erasing:
-                    erasing.add(UUID(row["id"]))
-                    actions.append(
-                        RetentionAction(
-                            "erase_person",
-                            UUID(row["id"]),
-                            rule.kind.value,
-                            f"contract of organization {row['organization_id']} ended "
-                            f"{row['contract_ended_at'][:10]}, more than {days} ago",
-                            bool(row["on_hold"]),
-                        )
-                    )
+            continue
+        for person_id, reason, held in _people_due(runtime, rule.kind, cutoff, days):
+            if person_id not in erasing:
+                erasing.add(person_id)
+                actions.append(
+                    RetentionAction("erase_person", person_id, rule.kind.value, reason, held)
+                )
     # Shredding a ticket of someone about to be erased anyway is redundant.
-    requesters = _requesters(runtime, actions)
+    return [a for a in actions if requester_of.get(a.target_id) not in erasing]
+
+
+def _people_due(
+    runtime: Runtime, kind: RetentionKind, cutoff: str, days: str
+) -> list[tuple[UUID, str, bool]]:
+    """(person, why, held) for the rules that erase people."""
+    if kind is RetentionKind.ERASE_INACTIVE_CUSTOMERS:
+        return [
+            (
+                UUID(row["id"]),
+                f"no activity since {row['last_active_at'][:10]}, more than {days}",
+                bool(row["on_hold"]),
+            )
+            for row in runtime.queries.customers_inactive_since(cutoff)
+        ]
     return [
-        a
-        for a in actions
-        if not (a.action == "shred_ticket_content" and requesters.get(a.target_id) in erasing)
+        (
+            UUID(row["id"]),
+            f"contract of organization {row['organization_id']} ended "
+            f"{row['contract_ended_at'][:10]}, more than {days} ago",
+            bool(row["on_hold"]),
+        )
+        for row in runtime.queries.members_of_organizations_ended_before(cutoff)
     ]
-
-
-def _requesters(runtime: Runtime, actions: list[RetentionAction]) -> dict[UUID, UUID]:
-    out = {}
-    for a in actions:
-        if a.action == "shred_ticket_content":
-            row = runtime.queries.ticket(str(a.target_id))
-            if row is not None:
-                out[a.target_id] = UUID(row["requester_id"])
-    return out
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> list[RetentionAction]:
