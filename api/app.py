@@ -8,6 +8,7 @@ from api import errors
 from api.idempotency import Idempotency
 from api.limits import BodyLimit
 from api.ratelimit import RateLimit
+from api.requestlog import RequestLog
 from api.routers import (
     attachments,
     audit,
@@ -66,10 +67,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(attachments.router)
     app.include_router(preferences.router)
     app.include_router(webhooks.router)
-    # The last added runs first: rate limit, then the body limit, which bounds what
-    # idempotency reads.
+    # The last added runs first: request ids and the access line, rate limit, then the body
+    # limit, which bounds what idempotency reads.
     settings = runtime.settings
     app.add_middleware(Idempotency, tokens=runtime.tokens, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
+    app.add_middleware(RequestLog)
     return app

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 import orjson
+import psycopg
 from eventsourcing.persistence import IntegrityError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import storage_faults
 from crypto.errors import KeyVaultError, ScopeErased, TamperedData
-from domain.errors import DomainError, NotFound, ProcessingRestricted
+from domain.errors import DomainError, NotFound, ProcessingRestricted, VersionMismatch
 from projections.kafka import ViewsLagging
 from projections.queries import BadCursor
+from ticketlog.desk import stored_in_request
+from ticketlog.logs import REQUEST_ID_HEADER, request_id
 
 log = logging.getLogger("ticketlog.api")
 
@@ -49,6 +55,15 @@ def error_response(
     if details is not None:
         body["details"] = details
     return JSONBody({"error": body}, status_code=status, headers=headers)
+
+
+def storage_fault_response(exc: BaseException, method: str) -> Response:
+    """503 with a stable code: storage_full, storage_busy, storage_unavailable, views_lagging."""
+    fault = storage_faults.answer_for(exc, method)
+    log.error("storage fault %s: %s", fault.code, type(exc).__name__)
+    return error_response(
+        503, fault.code, fault.message, headers={"Retry-After": str(fault.retry_after)}
+    )
 
 
 _HTTP_CODES = {
@@ -101,6 +116,16 @@ def install(app: FastAPI) -> None:
     async def restricted(_: Request, exc: ProcessingRestricted) -> Response:
         return error_response(423, exc.code, exc.message)
 
+    @app.exception_handler(VersionMismatch)
+    async def stale(_: Request, exc: VersionMismatch) -> Response:
+        return error_response(
+            412,
+            exc.code,
+            exc.message,
+            [{"current_version": exc.current, "expected_version": exc.expected}],
+            headers={"ETag": f'"{exc.current}"'},
+        )
+
     @app.exception_handler(DomainError)
     async def rule(_: Request, exc: DomainError) -> Response:
         return error_response(409, exc.code, exc.message)
@@ -117,15 +142,15 @@ def install(app: FastAPI) -> None:
     async def bad_cursor(_: Request, exc: BadCursor) -> Response:
         return error_response(422, "invalid_cursor", str(exc))
 
-    @app.exception_handler(OperationalError)
-    async def unavailable(_: Request, exc: OperationalError) -> Response:
-        log.error("storage unavailable: %s", type(exc).__name__)
-        return error_response(
-            503,
-            "storage_unavailable",
-            "storage is unavailable; retry later",
-            headers={"Retry-After": "1"},
-        )
+    async def storage_fault(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, OSError) and storage_faults.classify(exc) is None:
+            return await unexpected(request, exc)  # not a full disk: a bug or a broken host
+        return storage_fault_response(exc, request.method)
+
+    # The library wraps driver errors; the vault and some stores meet them unwrapped.
+    for kind in (OperationalError, sqlite3.OperationalError, psycopg.OperationalError, OSError):
+        app.add_exception_handler(kind, storage_fault)
+    app.add_middleware(_TrackStored)
 
     @app.exception_handler(ViewsLagging)
     async def lagging(_: Request, exc: ViewsLagging) -> Response:
@@ -150,4 +175,27 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error: %s", type(exc).__name__)
-        return error_response(500, "internal_error", "an unexpected error occurred")
+        # Answered outside the request-id middleware (Starlette's outermost layer), so the
+        # header is set here; the id is still in this task's context.
+        rid = request_id.get()
+        headers = {REQUEST_ID_HEADER: rid} if rid else None
+        return error_response(
+            500, "internal_error", "an unexpected error occurred", headers=headers
+        )
+
+
+class _TrackStored:
+    """Gives each request a record of the events it stored (see `stored_in_request`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = stored_in_request.set([])
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            stored_in_request.reset(token)

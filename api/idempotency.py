@@ -5,8 +5,10 @@ still finds its answer. Responses carry personal data, so the stored copy is sea
 under a key derived from the caller's bearer token and the Idempotency-Key; the server keeps
 neither, only their HMACs. Without the token, rows are ciphertext; they expire after a day.
 
-Only successful (2xx) responses are kept: a command that failed appended nothing, so its retry
-simply runs again. A key sent while its first request is still running answers 409.
+Only answers for commands that were stored are kept: successes (2xx), and 503 `views_lagging`
+(stored, but the views are behind), whose retry replays the 503 rather than storing the command
+twice. A command that failed otherwise appended nothing, so its retry simply runs again. A key
+sent while its first request is still running answers 409.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import error_response, storage_fault_response
 from api.limits import BodyTooLarge, is_streaming, read_body, replay
+from api.requestlog import note_caller
 from api.tokens import TokenStore
 from projections.sql import Database
 
@@ -58,15 +62,19 @@ class Secrets:
     def _aad(self) -> bytes:
         return f"{self.token_id}/{self.key_id}".encode()
 
-    def seal(self, content_type: str, body: bytes) -> bytes:
+    def seal(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
         nonce = os.urandom(12)
-        plain = content_type.encode("latin-1") + b"\n" + body
+        names = orjson.dumps([[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers])
+        plain = _HEADERS_V2 + b"\n" + names + b"\n" + body  # JSON holds no raw line break
         return nonce + AESGCM(self.sealing_key).encrypt(nonce, plain, self._aad())
 
-    def open(self, sealed: bytes) -> tuple[str, bytes]:
+    def open(self, sealed: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         plain = AESGCM(self.sealing_key).decrypt(sealed[:12], sealed[12:], self._aad())
-        content_type, _, body = plain.partition(b"\n")
-        return content_type.decode("latin-1"), body
+        first, _, rest = plain.partition(b"\n")
+        if first != _HEADERS_V2:  # kept before headers were: the content type, then the body
+            return [(b"content-type", first)], rest
+        names, _, body = rest.partition(b"\n")
+        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in orjson.loads(names)], body
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,22 @@ class IdempotencyStore:
             )
 
 
+# What a replay repeats besides the body: its type, the ticket version (ETag), where the new
+# resource is, and when to come back. Never the request id, which belongs to each request.
+REPLAYED_HEADERS = frozenset({b"content-type", b"etag", b"location", b"retry-after"})
+_HEADERS_V2 = b"ticketlog-headers/2"
+
+
+def _stored_anyway(status: int, body: bytes) -> bool:
+    """A 503 `views_lagging` means the command was stored: its retry must not store it again."""
+    if status != 503:
+        return False
+    try:
+        return bool(orjson.loads(body)["error"]["code"] == "views_lagging")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -170,14 +194,8 @@ class Idempotency:
         request_mac = who.request_mac(scope["method"], scope["path"], scope["query_string"], body)
         try:
             stored = await run_in_threadpool(self.store.reserve, who, request_mac)
-        except OperationalError:
-            log.error("idempotency store unavailable")
-            response = error_response(
-                503,
-                "storage_unavailable",
-                "storage is unavailable; retry later",
-                headers={"Retry-After": "1"},
-            )
+        except OperationalError as e:
+            response = storage_fault_response(e, scope["method"])
             await response(scope, receive, send)
             return
         if stored is not None:
@@ -192,6 +210,7 @@ class Idempotency:
         principal = await run_in_threadpool(self.tokens.authenticate, token.strip())
         if principal is None:
             return None
+        note_caller(principal)
         return Secrets.derive(principal.token_id, token.strip(), key)
 
     async def _answer(
@@ -217,13 +236,13 @@ class Idempotency:
                 headers={"Retry-After": "1"},
             )
         else:
-            content_type, body = who.open(stored.response)
+            headers, body = who.open(stored.response)
             await send(
                 {
                     "type": "http.response.start",
                     "status": stored.status,
                     "headers": [
-                        (b"content-type", content_type.encode("latin-1")),
+                        *headers,
                         (b"content-length", str(len(body)).encode()),
                         (REPLAYED.lower().encode(), b"true"),
                     ],
@@ -235,16 +254,18 @@ class Idempotency:
 
     async def _run(self, who: Secrets, scope: Scope, receive: Receive, send: Send) -> None:
         status = 0
-        content_type = "application/octet-stream"
+        kept: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
 
         async def capture(message: Message) -> None:
-            nonlocal status, content_type
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"content-type":
-                        content_type = value.decode("latin-1")
+                kept.extend(
+                    (name.lower(), value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() in REPLAYED_HEADERS
+                )
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
             await send(message)
@@ -255,8 +276,9 @@ class Idempotency:
             await run_in_threadpool(self.store.release, who)
             raise
         try:
-            if 200 <= status < 300:
-                sealed = who.seal(content_type, b"".join(chunks))
+            body = b"".join(chunks)
+            if 200 <= status < 300 or _stored_anyway(status, body):
+                sealed = who.seal(kept, body)
                 await run_in_threadpool(self.store.complete, who, status, sealed)
             else:
                 await run_in_threadpool(self.store.release, who)

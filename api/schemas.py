@@ -12,18 +12,29 @@ from domain.retention import RetentionKind
 from domain.ticket import Priority, Status
 from domain.user import UserKind
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Text reaches PostgreSQL TEXT columns, log lines and email headers: no NUL anywhere, and no
+# control characters in one-line fields (tab, line feed and carriage return only in texts).
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+MAX_EMAIL = 254  # RFC 5321's path limit less the brackets; email-validator enforces it too
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
+]
+Email = Annotated[EmailStr, Field(max_length=MAX_EMAIL)]  # stripped, domain lowercased
 Phone = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=3, max_length=40, pattern=r"^[0-9+()\-. x]+$"
     ),
 ]
-Organization = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+Organization = Name
+Subject = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=250, pattern=ONE_LINE),
 ]
-Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
-Body = Annotated[str, StringConstraints(min_length=1, max_length=65_536)]
+Body = Annotated[str, StringConstraints(min_length=1, max_length=65_536, pattern=MULTI_LINE)]
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=50, pattern=r"^[\w\-:.]+$"),
@@ -37,7 +48,7 @@ class Strict(BaseModel):
 class UserCreate(Strict):
     kind: UserKind
     name: Name
-    email: EmailStr
+    email: Email
     phone: Phone | None = None
     organization: Organization | None = None
     organization_id: UUID | None = None
@@ -45,7 +56,7 @@ class UserCreate(Strict):
 
 class UserPatch(Strict):
     name: Name | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: Phone | None = None
     organization: Organization | None = None
     organization_id: UUID | None = None
@@ -175,9 +186,13 @@ Purpose = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.:-]*$")
 ]
 PolicyVersion = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=ONE_LINE),
 ]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=MULTI_LINE),
+]
 
 
 class ConsentIn(Strict):
@@ -210,7 +225,7 @@ class SubjectState(BaseModel):
 
 
 class OrganizationIn(Strict):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Name
 
 
 class ContractEndIn(Strict):
@@ -325,11 +340,14 @@ class NotificationPreferencesOut(BaseModel):
 
 
 class WebhookCreate(Strict):
-    url: Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=2000)]
-    events: list[Annotated[str, StringConstraints(max_length=100)]] = Field(
+    url: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=8, max_length=2000, pattern=ONE_LINE),
+    ]
+    events: list[Annotated[str, StringConstraints(max_length=100, pattern=ONE_LINE)]] = Field(
         min_length=1, max_length=50
     )
-    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=ONE_LINE)]
     include_personal_data: bool = False
 
 

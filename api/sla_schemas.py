@@ -9,19 +9,23 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
-from api.schemas import Body, Name, Strict, Subject, Tag
+from api.schemas import ONE_LINE, Body, Name, Strict, Subject, Tag
 from domain.sla.metrics import Metric
 from domain.sla.schedule import Schedule
 from domain.ticket import Priority, Status
 from ticketlog.desk import ImportStep, TicketImport
 
 Clock = Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}$")]
+MAX_SPANS_PER_DAY = 48  # every SLA evaluation walks them
 
 
 class ScheduleIn(Strict):
     name: Name
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[tuple[Clock, Clock]]]
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ONE_LINE)]
+    hours: dict[
+        Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        Annotated[list[tuple[Clock, Clock]], Field(max_length=MAX_SPANS_PER_DAY)],
+    ]
     holidays: list[Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]] = Field(
         default_factory=list, max_length=2000
     )
@@ -200,7 +204,9 @@ class TicketImportIn(Strict):
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     created_at: AwareDatetime
     events: list[ImportedEvent] = Field(default_factory=list, max_length=10_000)
-    source: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "import"
+    source: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=ONE_LINE)] = (
+        "import"
+    )
 
     @model_validator(mode="after")
     def _in_order(self) -> TicketImportIn:

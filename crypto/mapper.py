@@ -8,6 +8,9 @@ reports and audits work without any key.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from eventsourcing.domain import DomainEventProtocol
@@ -18,6 +21,8 @@ from crypto.vault import DataKey, KeyVault
 from domain.personal import DataSubject, personal_fields_of
 
 TID = TypeVar("TID")
+# The layers of each (event, subjects) pair of one save, keyed by the event object's id.
+_Plans = dict[tuple[int, tuple[DataSubject, ...]], list[DataKey]]
 
 
 class PersonalDataMapper(Mapper[Any]):
@@ -34,6 +39,7 @@ class PersonalDataMapper(Mapper[Any]):
         super().__init__(transcoder, **kwargs)
         self.vault = vault
         self.open_fields = open_fields
+        self._planned = threading.local()  # layers found by keys_prepared, per saving thread
 
     def sealing(self) -> PersonalDataMapper:
         """A twin mapper that leaves personal fields sealed (for projections and commands)."""
@@ -53,11 +59,13 @@ class PersonalDataMapper(Mapper[Any]):
         state = dict(vars(domain_event))
         originator_id = str(state["originator_id"])
         version = int(state["originator_version"])
+        planned: _Plans = getattr(self._planned, "layers", None) or {}
         layer_cache: dict[tuple[DataSubject, ...], list[DataKey]] = {}
         for field, subjects in fields.items():
-            layers = layer_cache.get(subjects)
+            layers = layer_cache.get(subjects) or planned.get((id(domain_event), subjects))
             if layers is None:
-                layers = layer_cache[subjects] = self._layers(subjects, state)
+                layers = self._layers(subjects, state)
+            layer_cache[subjects] = layers
             state[field] = seal(state[field], layers, originator_id, version, field)
         sealed_event = object.__new__(type(domain_event))
         object.__setattr__(sealed_event, "__dict__", state)
@@ -74,7 +82,57 @@ class PersonalDataMapper(Mapper[Any]):
                 state[field] = open_sealed(sealed, self.vault) if self.open_fields else sealed
         return domain_event
 
+    @contextmanager
+    def keys_prepared(self, domain_events: Sequence[DomainEventProtocol[Any]]) -> Iterator[None]:
+        """While saving these events: every key they need was fetched or created beforehand,
+        a layer at a time, each layer in one vault transaction (a save of 100 new tickets
+        makes one vault commit, not 100), and sealing reuses the layers found then."""
+        self._planned.layers = self._prepare(domain_events)
+        try:
+            yield
+        finally:
+            self._planned.layers = None
+
+    def _prepare(self, domain_events: Sequence[DomainEventProtocol[Any]]) -> _Plans:
+        pending = [
+            (id(domain_event), subjects, vars(domain_event))
+            for domain_event in domain_events
+            for subjects in set(personal_fields_of(type(domain_event)).values())
+        ]
+        known: dict[str, DataKey] = {}
+
+        def lookup(scope: str, _: str | None) -> DataKey | None:
+            return known.get(scope) or self.vault.cached_for_writing(scope)
+
+        plans: _Plans = {}
+        while pending:
+            # Which outer layers are needed depends on who owns the inner layers' keys.
+            wanted: dict[str, str | None] = {}
+            unfinished = []
+            for event_id, subjects, state in pending:
+                layers, missing = self._plan(subjects, state, lookup)
+                if missing is None:
+                    plans[event_id, subjects] = layers
+                else:
+                    wanted.setdefault(*missing)
+                    unfinished.append((event_id, subjects, state))
+            if wanted:
+                known.update(self.vault.keys_for_writing(wanted.items()))
+            pending = unfinished
+        return plans
+
     def _layers(self, subjects: tuple[DataSubject, ...], state: dict[str, Any]) -> list[DataKey]:
+        layers, _ = self._plan(subjects, state, self.vault.key_for_writing)
+        return layers
+
+    @staticmethod
+    def _plan(
+        subjects: tuple[DataSubject, ...],
+        state: dict[str, Any],
+        lookup: Callable[[str, str | None], DataKey | None],
+    ) -> tuple[list[DataKey], tuple[str, str | None] | None]:
+        """The layers for these subjects, or those found so far and the (scope, owner) whose
+        key `lookup` does not have yet."""
         # A layer is redundant when an earlier layer's key has the same owner: erasing that
         # person destroys both. So a requester's own comment is sealed once, under the ticket,
         # and no key is created for the redundant layer.
@@ -85,9 +143,11 @@ class PersonalDataMapper(Mapper[Any]):
             owner = subject.owner_of(state)
             if owner is not None and owner in owners:
                 continue
-            key = self.vault.key_for_writing(scope, owner)
+            key = lookup(scope, owner)
+            if key is None:
+                return layers, (scope, owner)
             if key.scope in {k.scope for k in layers} or (key.owner or key.scope) in owners:
                 continue
             owners.add(key.owner or key.scope)
             layers.append(key)
-        return layers
+        return layers, None

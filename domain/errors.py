@@ -29,3 +29,14 @@ class ProcessingRestricted(DomainError):
     """The person asked for their data's processing to be restricted (the API answers 423)."""
 
     code = "processing_restricted"
+
+
+class VersionMismatch(DomainError):
+    """The client's expected version (If-Match) is not the aggregate's current one."""
+
+    code = "version_mismatch"
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected version {expected}, but it is at version {current}")
+        self.expected = expected
+        self.current = current

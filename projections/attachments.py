@@ -23,6 +23,9 @@ class AttachmentsView:
         " ON view_attachments (ticket_id, created_at)",
     )
 
+    def flush(self, c: Cursor) -> None:
+        pass  # writes as it applies: nothing put off
+
     def apply(self, c: Cursor, event: Any) -> None:
         if isinstance(event, Ticket.AttachmentAdded):
             c.execute(

@@ -45,6 +45,9 @@ class ComplianceView:
         " PRIMARY KEY (kind, target_id))",
     )
 
+    def flush(self, c: Cursor) -> None:
+        pass  # writes as it applies: nothing put off
+
     def apply(self, c: Cursor, event: Any) -> None:
         handler = self._handlers.get(type(event))
         if handler is not None:

@@ -195,6 +195,8 @@ class KafkaProjector:
                         applied.add(notification_id)
                     next_offset = max(mark.next_offset, messages[-1].offset + 1)
                     self.offsets.write(c, view.name, tp.partition, PartitionMark(next_offset, last))
+            for view in self.views:
+                view.flush(c)
         return len(applied)
 
     def _decode(self, record: Any) -> Notification | None:

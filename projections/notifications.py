@@ -57,6 +57,9 @@ class NotificationsView:
         " ON notification_deliveries (state, next_attempt_at)",
     )
 
+    def flush(self, c: Cursor) -> None:
+        pass  # writes as it applies: nothing put off
+
     def apply(self, c: Cursor, event: Any) -> None:
         if isinstance(event, User.Registered):
             c.execute(

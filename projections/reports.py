@@ -84,6 +84,22 @@ class Reports:
                 [timestamp(now), timestamp(start), timestamp(end)],
             ).fetchall()
 
+    def _report_rows(
+        self, start: datetime, end: datetime, now: datetime, group_by: str
+    ) -> list[tuple[Any, ...]]:
+        """Only the columns a report tallies, all held by one index (`view_sla_targets_report`),
+        so the database answers from the index alone; read as tuples, which is much cheaper
+        than by name when a window holds a hundred thousand targets."""
+        columns = (_GROUP_COLUMNS[group_by], "policy_name", *_TALLIED)
+        with self.db.transaction(commit=False) as c:
+            rows = c.tuples(
+                f"SELECT {', '.join(columns[:-1])}, {_OUTCOME}"
+                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?"
+                f" ORDER BY started_at",
+                [timestamp(now), timestamp(start), timestamp(end)],
+            )
+        return rows
+
     def _targets_configured_now(
         self, start: datetime, end: datetime, now: datetime
     ) -> list[dict[str, Any]]:
@@ -132,23 +148,15 @@ class Reports:
         configured_now: bool = False,
     ) -> list[dict[str, Any]]:
         """Per group and metric: achieved, breached, active, achievement %, median and p90."""
-        tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
-        labels: dict[str | None, str | None] = {}
-        rows = (
-            self._targets_configured_now(start, end, now)
-            if configured_now
-            else self._targets(start, end, now)
-        )
-        for row in rows:
-            key = _group_key(row, group_by)
-            if group_by == "policy":
-                labels[key] = row["policy_name"]  # rows come oldest first: the latest name wins
-            tally = tallies[(key, row["metric"])]
-            setattr(tally, row["outcome"], getattr(tally, row["outcome"]) + 1)
-            if row["fulfilled_at"] is not None:
-                tally.calendar.append(row["elapsed_calendar_s"] / 60)
-                if row["elapsed_business_s"] is not None:
-                    tally.business.append(row["elapsed_business_s"] / 60)
+        if configured_now:
+            column = _GROUP_COLUMNS[group_by]
+            rows = [
+                (r[column], r["policy_name"], *(r[c] for c in _TALLIED))
+                for r in self._targets_configured_now(start, end, now)
+            ]
+        else:
+            rows = self._report_rows(start, end, now, group_by)
+        tallies, labels = _tally(rows, labelled=group_by == "policy")
         groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
         for (key, metric), tally in tallies.items():
             groups[key].append(tally.summary(metric))
@@ -233,9 +241,24 @@ class Reports:
         ]
 
 
-def _group_key(row: Any, group_by: str) -> str | None:
-    if group_by == "policy":
-        return str(row["policy_id"])
-    if group_by == "priority":
-        return str(row["priority"])
-    return None if row["assignee_id"] is None else str(row["assignee_id"])
+_GROUP_COLUMNS = {"policy": "policy_id", "priority": "priority", "assignee": "assignee_id"}
+_TALLIED = ("metric", "fulfilled_at", "elapsed_calendar_s", "elapsed_business_s", "outcome")
+
+
+def _tally(
+    rows: Sequence[tuple[Any, ...]], labelled: bool
+) -> tuple[dict[tuple[str | None, str], _Tally], dict[str | None, str | None]]:
+    """Tallies per group and metric from rows (group, policy name, *_TALLIED), oldest first."""
+    tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
+    labels: dict[str | None, str | None] = {}
+    for group, name, metric, fulfilled_at, calendar_s, business_s, outcome in rows:
+        key = None if group is None else str(group)
+        if labelled:
+            labels[key] = name  # oldest first: the latest name wins
+        tally = tallies[(key, metric)]
+        setattr(tally, outcome, getattr(tally, outcome) + 1)
+        if fulfilled_at is not None:
+            tally.calendar.append(calendar_s / 60)
+            if business_s is not None:
+                tally.business.append(business_s / 60)
+    return tallies, labels

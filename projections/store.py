@@ -67,8 +67,8 @@ class ViewStore:
             self.db.execute_script([statement])
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        with self.db.transaction() as c:
+    def transaction(self, *, durable: bool = True) -> Iterator[Cursor]:
+        with self.db.transaction(durable=durable) as c:
             yield c
 
     def record_position(self, c: Cursor, view: View, notification_id: int) -> None:

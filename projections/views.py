@@ -7,8 +7,10 @@ as such (`Sealed.to_text()`), never opened here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 
@@ -17,10 +19,34 @@ from domain.ticket import Ticket
 from domain.user import User
 from projections.sql import Cursor
 
+_last_timestamp: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
+
 
 def timestamp(value: datetime) -> str:
     """A fixed-width UTC text time, so text order is time order on both engines."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    # Views format each event's time several times over: remember the last one.
+    global _last_timestamp
+    last, text = _last_timestamp
+    if value is not last:
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        text = utc.isoformat(timespec="microseconds")
+        _last_timestamp = (value, text)
+    return text
+
+
+_id_texts: dict[int, str] = {}
+
+
+def id_text(value: UUID) -> str:
+    """`str(value)`, remembered: a batch's events name the same few tickets and people over
+    and over, and formatting a UUID was a tenth of a rebuild. Keyed by the UUID's integer,
+    whose hash is cheaper than the UUID's own."""
+    text = _id_texts.get(value.int)
+    if text is None:
+        if len(_id_texts) >= 4096:  # bounded, so memory stays flat however long the log
+            _id_texts.clear()
+        text = _id_texts[value.int] = str(value)
+    return text
 
 
 def sealed_text(value: Any) -> str:
@@ -36,6 +62,41 @@ class View(Protocol):
     schema: tuple[str, ...]
 
     def apply(self, c: Cursor, event: Any) -> None: ...
+
+    def flush(self, c: Cursor) -> None:
+        """Write what `apply` put off (in `c.deferred`); called once per batch, before the
+        batch's position is recorded in the same transaction."""
+
+
+TICKET_COLUMNS = (
+    "id",
+    "requester_id",
+    "assignee_id",
+    "status",
+    "priority",
+    "tags",
+    "subject",
+    "body",
+    "closed_at",
+    "content_shredded",
+    "created_at",
+    "updated_at",
+    "version",
+)
+
+
+@dataclass
+class _Batch:
+    """Ticket, comment and activity writes of one batch, made together when it ends.
+
+    A ticket's updates within a batch are plain column assignments, so the last value of each
+    column is all that needs writing: one statement per ticket instead of two per event.
+    """
+
+    opened: dict[str, dict[str, Any]] = field(default_factory=dict)  # new ticket rows
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # earlier tickets
+    comments: list[list[Any]] = field(default_factory=list)
+    activity: dict[str, str] = field(default_factory=dict)  # user id -> latest time
 
 
 class HelpDeskView:
@@ -95,7 +156,7 @@ class HelpDeskView:
             " created_at, updated_at, version)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                str(e.originator_id),
+                id_text(e.originator_id),
                 e.kind,
                 sealed_text(e.name),
                 sealed_text(e.email),
@@ -117,7 +178,7 @@ class HelpDeskView:
         at = timestamp(e.occurred_at)
         c.execute(
             f"UPDATE view_users SET {sets}updated_at = ?, version = ? WHERE id = ?",
-            [*values, at, e.originator_version, str(e.originator_id)],
+            [*values, at, e.originator_version, id_text(e.originator_id)],
         )
         self._active(c, e.originator_id, e.occurred_at)
 
@@ -154,108 +215,131 @@ class HelpDeskView:
                 *columns.values(),
                 timestamp(e.occurred_at),
                 e.originator_version,
-                str(e.originator_id),
+                id_text(e.originator_id),
             ],
         )
 
     def _active(self, c: Cursor, user_id: Any, at: datetime) -> None:
-        c.execute(
-            "INSERT INTO view_user_activity (user_id, last_active_at) VALUES (?, ?)"
-            " ON CONFLICT (user_id) DO UPDATE SET last_active_at = CASE"
-            " WHEN excluded.last_active_at > view_user_activity.last_active_at"
-            " THEN excluded.last_active_at ELSE view_user_activity.last_active_at END",
-            [str(user_id), timestamp(at)],
-        )
+        activity = self._batch(c).activity
+        user, when = id_text(user_id), timestamp(at)
+        if when > activity.get(user, ""):
+            activity[user] = when
 
     # Tickets
 
     def _user_touched(self, c: Cursor, e: Any) -> None:
         c.execute(
             "UPDATE view_users SET updated_at = ?, version = ? WHERE id = ?",
-            [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
+            [timestamp(e.occurred_at), e.originator_version, id_text(e.originator_id)],
         )
 
     def _ticket_opened(self, c: Cursor, e: Ticket.Opened) -> None:
-        c.execute(
-            "INSERT INTO view_tickets (id, requester_id, assignee_id, status, priority, tags,"
-            " subject, body, created_at, updated_at, version)"
-            " VALUES (?, ?, NULL, 'new', ?, ?, ?, ?, ?, ?, ?)",
-            [
-                str(e.originator_id),
-                str(e.requester_id),
-                e.priority,
-                orjson.dumps(list(e.tags)).decode(),
-                sealed_text(e.subject),
-                sealed_text(e.body),
-                timestamp(e.occurred_at),
-                timestamp(e.occurred_at),
-                e.originator_version,
-            ],
-        )
+        at = timestamp(e.occurred_at)
+        ticket_id = id_text(e.originator_id)
+        self._batch(c).opened[ticket_id] = {
+            "id": ticket_id,
+            "requester_id": id_text(e.requester_id),
+            "assignee_id": None,
+            "status": "new",
+            "priority": e.priority,
+            "tags": orjson.dumps(list(e.tags)).decode(),
+            "subject": sealed_text(e.subject),
+            "body": sealed_text(e.body),
+            "closed_at": None,
+            "content_shredded": 0,
+            "created_at": at,
+            "updated_at": at,
+            "version": e.originator_version,
+        }
         self._active(c, e.requester_id, e.occurred_at)
 
     def _comment_added(self, c: Cursor, e: Ticket.CommentAdded) -> None:
-        c.execute(
-            "INSERT INTO view_ticket_comments (ticket_id, version, author_id, body, public,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        self._batch(c).comments.append(
             [
-                str(e.originator_id),
+                id_text(e.originator_id),
                 e.originator_version,
-                str(e.author_id),
+                id_text(e.author_id),
                 sealed_text(e.body),
                 int(e.public),
                 timestamp(e.occurred_at),
-            ],
+            ]
         )
         self._touch(c, e)
         self._active(c, e.author_id, e.occurred_at)
 
     def _assigned(self, c: Cursor, e: Ticket.Assigned) -> None:
-        c.execute(
-            "UPDATE view_tickets SET assignee_id = ? WHERE id = ?",
-            [str(e.assignee_id), str(e.originator_id)],
-        )
+        self._set_ticket(c, e, assignee_id=id_text(e.assignee_id))
         self._touch(c, e)
 
     def _status_changed(self, c: Cursor, e: Ticket.StatusChanged) -> None:
         closed_at = timestamp(e.occurred_at) if e.status == "closed" else None
-        c.execute(
-            "UPDATE view_tickets SET status = ?, closed_at = ? WHERE id = ?",
-            [e.status, closed_at, str(e.originator_id)],
-        )
+        self._set_ticket(c, e, status=e.status, closed_at=closed_at)
         self._touch(c, e)
 
     def _content_shredded(self, c: Cursor, e: Ticket.ContentShredded) -> None:
-        c.execute(
-            "UPDATE view_tickets SET content_shredded = 1 WHERE id = ?", [str(e.originator_id)]
-        )
+        self._set_ticket(c, e, content_shredded=1)
         self._touch(c, e)
 
     def _priority_changed(self, c: Cursor, e: Ticket.PriorityChanged) -> None:
-        c.execute(
-            "UPDATE view_tickets SET priority = ? WHERE id = ?", [e.priority, str(e.originator_id)]
-        )
+        self._set_ticket(c, e, priority=e.priority)
         self._touch(c, e)
 
     def _tags_changed(self, c: Cursor, e: Ticket.TagsChanged) -> None:
-        c.execute(
-            "UPDATE view_tickets SET tags = ? WHERE id = ?",
-            [orjson.dumps(list(e.tags)).decode(), str(e.originator_id)],
-        )
+        self._set_ticket(c, e, tags=orjson.dumps(list(e.tags)).decode())
         self._touch(c, e)
 
     def _version_only(self, c: Cursor, e: Any) -> None:
         # SLA bookkeeping is not an update of the ticket a person made; keep updated_at.
-        c.execute(
-            "UPDATE view_tickets SET version = ? WHERE id = ?",
-            [e.originator_version, str(e.originator_id)],
-        )
+        self._set_ticket(c, e, version=e.originator_version)
 
     def _touch(self, c: Cursor, e: Any) -> None:
-        c.execute(
-            "UPDATE view_tickets SET updated_at = ?, version = ? WHERE id = ?",
-            [timestamp(e.occurred_at), e.originator_version, str(e.originator_id)],
-        )
+        self._set_ticket(c, e, updated_at=timestamp(e.occurred_at), version=e.originator_version)
+
+    def _set_ticket(self, c: Cursor, e: Any, **columns: Any) -> None:
+        batch, ticket_id = self._batch(c), id_text(e.originator_id)
+        row = batch.opened.get(ticket_id)
+        if row is None:
+            row = batch.changes.setdefault(ticket_id, {})
+        row.update(columns)
+
+    # The batch
+
+    def _batch(self, c: Cursor) -> _Batch:
+        batch: _Batch | None = c.deferred.get(self.name)
+        if batch is None:
+            batch = c.deferred[self.name] = _Batch()
+        return batch
+
+    def flush(self, c: Cursor) -> None:
+        batch: _Batch | None = c.deferred.pop(self.name, None)
+        if batch is None:
+            return
+        if batch.opened:
+            c.executemany(
+                f"INSERT INTO view_tickets ({', '.join(TICKET_COLUMNS)})"
+                f" VALUES ({', '.join('?' for _ in TICKET_COLUMNS)})",
+                [[row[n] for n in TICKET_COLUMNS] for row in batch.opened.values()],
+            )
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for ticket_id, changes in batch.changes.items():
+            by_columns.setdefault(tuple(changes), []).append([*changes.values(), ticket_id])
+        for columns, rows in by_columns.items():
+            sets = ", ".join(f"{n} = ?" for n in columns)
+            c.executemany(f"UPDATE view_tickets SET {sets} WHERE id = ?", rows)
+        if batch.comments:
+            c.executemany(
+                "INSERT INTO view_ticket_comments (ticket_id, version, author_id, body, public,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                batch.comments,
+            )
+        if batch.activity:
+            c.executemany(
+                "INSERT INTO view_user_activity (user_id, last_active_at) VALUES (?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET last_active_at = CASE"
+                " WHEN excluded.last_active_at > view_user_activity.last_active_at"
+                " THEN excluded.last_active_at ELSE view_user_activity.last_active_at END",
+                list(batch.activity.items()),
+            )
 
     _handlers: dict[type, Any] = {
         User.Registered: _user_registered,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,13 +11,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
-from api.app import create_app
+from api.live import LiveServer
 from api.tokens import Role
-from tests.kafka_broker import KafkaBroker
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
+from ticketlog.tansu import KafkaBroker
 
 pytest_plugins = ["tests.sla_fixtures"]
 
@@ -77,31 +74,6 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime.open(settings)
     yield rt
     rt.close()
-
-
-class LiveServer:
-    """The real API on a loopback port, served by uvicorn in a thread."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        config = uvicorn.Config(
-            create_app(runtime), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass

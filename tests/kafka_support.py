@@ -16,12 +16,12 @@ from domain.user import UserKind
 from projections.runner import ProjectionRunner
 from projections.sql import Database
 from projections.store import ViewStore
-from tests.kafka_broker import KafkaBroker
 from ticketlog.config import Settings
 from ticketlog.desk import HelpDesk
 from ticketlog.relay import event_log
 from ticketlog.runtime import all_views
 from ticketlog.stream import SealedReader
+from ticketlog.tansu import KafkaBroker
 
 CLI = [sys.executable, "-m", "ticketlog.cli"]
 TOPIC = "ticketlog.events"

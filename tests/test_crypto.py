@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from crypto.errors import KeyVaultError, ScopeErased, TamperedData, UnknownKey, WrongMasterKey
 from crypto.fields import NONCE_BYTES, Sealed, open_sealed, seal
 from crypto.master import KEY_BYTES, MasterKey
-from crypto.vault import KEY_ID_BYTES, DataKey, KeyVault, _wrap_context
+from crypto.vault import KEY_ID_BYTES, DataKey, KeyVault, _kek_context, _wrap_context
 from domain.personal import ERASED
 from domain.ticket import Priority, Ticket
 from domain.user import User, UserKind
@@ -64,6 +64,28 @@ def _wrapped(path: Path, scope: str) -> bytes:
     wrapped = {s: w for _, s, _, w in _rows(path)}[scope]
     assert wrapped is not None, f"{scope} is already destroyed"
     return wrapped
+
+
+def _kek_wrapped(path: Path, owner: str) -> bytes | None:
+    """The owner's key-encryption key as stored (wrapped by the master key), None if destroyed."""
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT wrapped FROM owner_keys WHERE owner=?", [owner]).fetchone()
+    finally:
+        conn.close()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+def _unwrap_stored(path: Path, master: MasterKey, key: DataKey) -> bytes:
+    """A data key's raw bytes, unwrapped from its row as an attacker with the master key would."""
+    wrapped = _wrapped(path, key.scope)
+    context = _wrap_context(key.key_id, key.scope)
+    if key.owner is None:
+        return master.unwrap(wrapped, context)
+    kek_wrapped = _kek_wrapped(path, key.owner)
+    assert kek_wrapped is not None
+    kek = AESGCM(master.unwrap(kek_wrapped, _kek_context(key.owner)))
+    return kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
 
 
 def _files_holding(directory: Path, needle: bytes) -> list[str]:
@@ -400,10 +422,13 @@ def test_destroyed_key_material_is_gone_from_every_vault_file(
         "ticket:t20": v.key_for_writing("ticket:t20", None),
     }
     survivor_wrapped = _wrapped(keys_path, "user:u8")
+    kek = _kek_wrapped(keys_path, "user:u7")
+    assert kek is not None
+    assert _files_holding(keys_path.parent, kek)
     material: dict[str, list[bytes]] = {}
     for scope, key in victims.items():
         wrapped = _wrapped(keys_path, scope)
-        raw = master.unwrap(wrapped, _wrap_context(key.key_id, scope))
+        raw = _unwrap_stored(keys_path, master, key)
         # It really is the data key: it opens what the vault's key sealed.
         assert key.aead is not None
         nonce = secrets.token_bytes(NONCE_BYTES)
@@ -416,6 +441,10 @@ def test_destroyed_key_material_is_gone_from_every_vault_file(
 
     assert v.destroy_owned_by("user:u7").destroyed_now == ["ticket:t7", "user:u7"]
     assert v.destroy_scope("ticket:t20")
+    # The owner's key-encryption key is gone at once: every key it wrapped is unrecoverable.
+    assert _files_holding(directory, kek) == []
+    assert _files_holding(directory, kek[12:28]) == []
+    v.wait_purged()  # then the purge empties the rows it wrapped
 
     def leftovers() -> list[tuple[str, int, list[str]]]:
         return [
@@ -440,6 +469,8 @@ def test_destroyed_key_material_is_gone_even_while_another_connection_reads(
         for i in range(5):
             v.key_for_writing(f"user:u{i}", f"user:u{i}")
         wrapped = _wrapped(keys_path, "user:u3")
+        kek = _kek_wrapped(keys_path, "user:u3")
+        assert kek is not None
         # Another process reading the vault (a second CLI, a backup) holds a snapshot for a
         # while: the destruction waits for it, then leaves nothing behind.
         reading = threading.Event()
@@ -460,6 +491,8 @@ def test_destroyed_key_material_is_gone_even_while_another_connection_reads(
         assert reading.wait(5)
         v.destroy_owned_by("user:u3")
         thread.join()
+        assert _files_holding(keys_path.parent, kek) == []
+        v.wait_purged()
         v.key_for_writing("user:u9", "user:u9")  # the vault keeps working afterwards
         assert _files_holding(keys_path.parent, wrapped) == []
     finally:

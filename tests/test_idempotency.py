@@ -53,6 +53,22 @@ def test_commands_on_a_ticket_are_not_applied_twice(api: Api) -> None:
     assert [c["body"] for c in read["comments"]].count("once only") == 1
 
 
+def test_a_replay_repeats_the_etag_and_content_type_but_not_the_request_id(api: Api) -> None:
+    requester = api.user()
+    ticket = api.ticket(requester["id"])
+    comment = {"author_id": requester["id"], "body": "versioned", "public": True}
+    key = "etag-" + uuid.uuid4().hex
+    path = f"/v1/tickets/{ticket['id']}/comments"
+    first = _post(api, path, comment, key)
+    assert first.status_code == 201, first.text
+    assert first.headers["etag"] == f'"{first.json()["version"]}"'
+    again = _post(api, path, comment, key)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["etag"] == first.headers["etag"]
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert again.headers["x-request-id"] != first.headers["x-request-id"]
+
+
 def test_the_same_key_with_a_different_body_is_refused(api: Api) -> None:
     key = str(uuid.uuid4())
     assert _post(api, "/v1/users", _user("one@example.com"), key).status_code == 201

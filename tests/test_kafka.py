@@ -27,7 +27,6 @@ from domain.user import UserKind
 from projections.kafka import KafkaOffsets, KafkaProjector
 from projections.store import ViewStore
 from tests.conftest import Api
-from tests.kafka_broker import KafkaBroker, free_port
 from tests.kafka_support import (
     CLI,
     dump_views,
@@ -45,6 +44,7 @@ from ticketlog.config import Settings
 from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
 from ticketlog.runtime import Runtime, all_views, open_views_db
 from ticketlog.tail import Tail, describe, line
+from ticketlog.tansu import KafkaBroker, free_port
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -105,3 +106,215 @@ def test_large_bodies_do_not_break_the_connection_for_the_client(small_api: Api)
             "/v1/users", json=_user_body(LIMIT * 8), headers=small_api.headers(Role.SERVICE)
         )
     assert r.status_code == 413
+
+
+# Every request body is bounded and closed: checked on the published schema, so a new field
+# without a limit, or a model that accepts unknown fields, fails here.
+
+UNBOUNDED_OK_FORMATS = {"uuid", "date-time", "binary"}
+
+
+def _request_schema_problems(spec: dict[str, Any]) -> list[str]:
+    components = spec["components"]["schemas"]
+    problems: list[str] = []
+    seen: set[str] = set()
+
+    def walk(schema: dict[str, Any], where: str) -> None:
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                walk(components[name], name)
+            return
+        for key in ("anyOf", "oneOf", "allOf"):
+            for n, sub in enumerate(schema.get(key, [])):
+                walk(sub, f"{where}|{n}")
+        kind = schema.get("type")
+        if kind == "object":
+            if "properties" in schema and schema.get("additionalProperties") is not False:
+                problems.append(f"{where}: accepts unknown fields")
+            for prop, sub in schema.get("properties", {}).items():
+                walk(sub, f"{where}.{prop}")
+            extra = schema.get("additionalProperties")
+            if isinstance(extra, dict):
+                walk(extra, f"{where}[*]")
+        elif kind == "array":
+            if "maxItems" not in schema:
+                problems.append(f"{where}: no maximum item count")
+            if "items" in schema:
+                walk(schema["items"], f"{where}[]")
+            for n, sub in enumerate(schema.get("prefixItems", [])):
+                walk(sub, f"{where}[{n}]")
+        elif kind == "string":
+            bounded = (
+                "maxLength" in schema
+                or "enum" in schema
+                or "const" in schema
+                or schema.get("format") in UNBOUNDED_OK_FORMATS
+                or "{" in schema.get("pattern", "*")  # a fixed-width pattern like \\d{2}
+            )
+            if not bounded:
+                problems.append(f"{where}: no maximum length")
+
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in content:
+                walk(content["application/json"]["schema"], f"{method.upper()} {path}")
+    return problems
+
+
+def test_every_json_request_field_is_bounded_and_unknown_fields_are_refused(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert _request_schema_problems(spec) == []
+
+
+# Text fields: no NUL (PostgreSQL TEXT refuses it: that was a 500), no control characters in
+# one-line fields. Refused with 422 invalid_input naming the field, never echoing the value.
+
+NUL = "ada\x00lovelace"
+
+
+def _scene(api: Api) -> dict[str, str]:
+    customer = api.user()
+    agent = api.user(kind="agent")
+    ticket = api.ticket(customer["id"])
+    return {"customer": str(customer["id"]), "agent": str(agent["id"]), "ticket": str(ticket["id"])}
+
+
+HOURS = {"mon": [["09:00", "17:00"]]}
+TARGETS = {"high": {"first_reply": {"minutes": 60}}}
+CONTROL_CASES: list[tuple[str, str, Role, Any]] = [
+    (
+        "/v1/users",
+        "name",
+        Role.SERVICE,
+        lambda s, v: {"kind": "customer", "name": v, "email": "a@example.com"},
+    ),
+    (
+        "/v1/users",
+        "organization",
+        Role.SERVICE,
+        lambda s, v: {"kind": "customer", "name": "N", "email": "a@example.com", "organization": v},
+    ),
+    (
+        "/v1/tickets",
+        "subject",
+        Role.SERVICE,
+        lambda s, v: {"requester_id": s["customer"], "subject": v, "body": "b"},
+    ),
+    (
+        "/v1/tickets",
+        "body",
+        Role.SERVICE,
+        lambda s, v: {"requester_id": s["customer"], "subject": "s", "body": v},
+    ),
+    (
+        "/v1/tickets/{ticket}/comments",
+        "body",
+        Role.SERVICE,
+        lambda s, v: {"author_id": s["agent"], "body": v},
+    ),
+    (
+        "/v1/subjects/{customer}/consents",
+        "policy_version",
+        Role.COMPLIANCE,
+        lambda s, v: {"purpose": "marketing", "policy_version": v, "granted": True},
+    ),
+    ("/v1/subjects/{customer}/hold", "reason", Role.COMPLIANCE, lambda s, v: {"reason": v}),
+    ("/v1/organizations", "name", Role.SERVICE, lambda s, v: {"name": v}),
+    (
+        "/v1/sla/schedules",
+        "name",
+        Role.ADMIN,
+        lambda s, v: {"name": v, "timezone": "UTC", "hours": HOURS},
+    ),
+    ("/v1/sla/policies", "name", Role.ADMIN, lambda s, v: {"name": v, "targets": TARGETS}),
+    (
+        "/v1/import/tickets",
+        "source",
+        Role.ADMIN,
+        lambda s, v: {
+            "requester_id": s["customer"],
+            "subject": "s",
+            "body": "b",
+            "created_at": "2024-01-01T00:00:00Z",
+            "source": v,
+        },
+    ),
+    (
+        "/v1/webhooks",
+        "url",
+        Role.ADMIN,
+        lambda s, v: {
+            "url": f"https://example.com/{v}",
+            "events": ["ticket.opened"],
+            "secret": "s" * 20,
+        },
+    ),
+    (
+        "/v1/webhooks",
+        "secret",
+        Role.ADMIN,
+        lambda s, v: {
+            "url": "https://example.com/h",
+            "events": ["ticket.opened"],
+            "secret": "s" * 20 + v,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "field", "role", "body"), CONTROL_CASES)
+def test_a_nul_in_any_text_field_is_a_422_and_stores_nothing(
+    api: Api, path: str, field: str, role: Role, body: Any
+) -> None:
+    scene = _scene(api)
+    before = api.runtime.desk.recorder.max_notification_id()
+    r = api.post(path.format(**scene), body(scene, NUL), role=role)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert [d["loc"][-1] for d in error["details"]] == [field]
+    assert "lovelace" not in r.text
+    assert api.runtime.desk.recorder.max_notification_id() == before
+
+
+def test_one_line_fields_refuse_line_breaks_and_texts_keep_them(api: Api) -> None:
+    scene = _scene(api)
+    for field, value in (("name", "Ada\nLovelace"), ("organization", "Acme\x1b[31m")):
+        body = {"kind": "customer", "name": "Ada", "email": "a@example.com", field: value}
+        r = api.post("/v1/users", body)
+        assert r.status_code == 422, field
+        assert r.json()["error"]["details"][0]["loc"] == ["body", field]
+    r = api.post("/v1/tickets", {"requester_id": scene["customer"], "subject": "a\rb", "body": "b"})
+    assert r.status_code == 422
+    text = "Hello,\r\n\tthe invoice\nis wrong."
+    r = api.post(
+        f"/v1/tickets/{scene['ticket']}/comments", {"author_id": scene["agent"], "body": text}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["comments"][-1]["body"] == text
+
+
+def test_emails_are_validated_stripped_and_their_domain_lowercased(api: Api) -> None:
+    r = api.post("/v1/users", {"kind": "customer", "name": "Ada", "email": "  Ada.L@Example.COM "})
+    assert r.status_code == 201, r.text
+    assert r.json()["email"] == "Ada.L@example.com"  # the local part is the mailbox's own
+    patched = api.patch(f"/v1/users/{r.json()['id']}", {"email": "ada@EXAMPLE.org"})
+    assert patched.json()["email"] == "ada@example.org"
+    too_long = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".com"
+    for email in ("ada", "ada@localhost", "ada@example..com", "a b@example.com", too_long):
+        r = api.post("/v1/users", {"kind": "customer", "name": "Ada", "email": email})
+        assert r.status_code == 422, email
+        assert r.json()["error"]["details"][0]["loc"] == ["body", "email"]
+
+
+def test_a_schedule_day_takes_at_most_48_spans(api: Api) -> None:
+    spans = [[f"{h:02d}:{m:02d}", f"{h:02d}:{m + 20:02d}"] for h in range(24) for m in (0, 30)]
+    body = {"name": "Busy", "timezone": "UTC", "hours": {"mon": spans}}
+    assert api.post("/v1/sla/schedules", body, role=Role.ADMIN).status_code == 201
+    body["hours"] = {"mon": [*spans, ["23:59", "24:00"]]}
+    r = api.post("/v1/sla/schedules", body, role=Role.ADMIN)
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["type"] == "too_long"

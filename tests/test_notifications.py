@@ -326,17 +326,32 @@ def test_serve_delivers_email_in_the_background(tmp_path: Path, smtp: tuple[Inbo
     ]
 
 
-def test_line_breaks_in_user_text_never_become_headers(
+def test_the_api_refuses_line_breaks_in_names_and_subjects(mail_api: Api) -> None:
+    r = mail_api.post(
+        "/v1/users", {"kind": "agent", "name": "Mallory\nBcc: x", "email": "m@example.com"}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_input"
+    requester = mail_api.user()
+    r = mail_api.post(
+        "/v1/tickets",
+        {"requester_id": requester["id"], "subject": "Hi\r\nBcc: x", "body": "b"},
+    )
+    assert r.status_code == 422
+
+
+def test_line_breaks_in_recorded_text_never_become_headers(
     mail_api: Api, smtp: tuple[Inbox, str]
 ) -> None:
+    # The log is never rewritten: names and subjects recorded before the API refused line
+    # breaks still reach the mailer, so it must neutralise them itself.
     inbox, _ = smtp
-    requester = mail_api.user(name="Doe, Jane", email="jane@example.com")
-    agent = mail_api.user(kind="agent", name="Mallory\nBcc: evil@example.com")
-    tid = mail_api.ticket(requester["id"], subject="Hello\r\nBcc: evil@example.com")["id"]
-    mail_api.post(f"/v1/tickets/{tid}/assign", {"assignee_id": agent["id"]})
-    mail_api.post(
-        f"/v1/tickets/{tid}/comments", {"author_id": agent["id"], "body": "ok", "public": True}
-    )
+    desk = mail_api.runtime.desk
+    requester = desk.register_user("customer", "Doe, Jane", "jane@example.com")
+    agent = desk.register_user("agent", "Mallory\nBcc: evil@example.com", "mal@example.com")
+    tid = desk.open_ticket(requester, "Hello\r\nBcc: evil@example.com", "body")
+    desk.assign(tid, agent)
+    desk.add_comment(tid, agent, "ok", public=True)
     assert worker(mail_api.runtime).run_once().sent == 2
     for message in inbox.messages:
         assert message["Bcc"] is None

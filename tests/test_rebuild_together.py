@@ -16,7 +16,7 @@ def test_rebuild_in_small_batches_gives_the_views_catch_up_gave(settings: Settin
         rt.runner.catch_up()
         before = [rt.queries.ticket(str(t)) for t in tickets], rt.queries.user(str(customer))
 
-        rt.runner.batch_size = 2  # 7 events: four batches, the last one short
+        rt.runner.rebuild_batch_size = 2  # 7 events: four batches, the last one short
         assert rt.runner.rebuild() == 7
         after = [rt.queries.ticket(str(t)) for t in tickets], rt.queries.user(str(customer))
         assert after == before

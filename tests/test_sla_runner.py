@@ -8,15 +8,21 @@ import pytest
 
 from domain.ticket import Status
 from domain.user import UserKind
+from projections.views import View
 from tests.sla_fixtures import HandClock
 from ticketlog.background import ViewFollower
 from ticketlog.runtime import Runtime
 
 
+def sla_view(rt: Runtime) -> View:
+    [view] = [v for v in rt.runner.views if v.name == "sla"]
+    return view
+
+
 def sla_rows(rt: Runtime) -> dict[str, list[Any]]:
     out = {}
     with rt.views.db.transaction(commit=False) as c:
-        for table in rt.runner.views[1].tables:
+        for table in sla_view(rt).tables:
             rows = c.execute(f"SELECT * FROM {table}").fetchall()
             out[table] = sorted(tuple(dict(r).items()) for r in rows)
     return out
@@ -50,9 +56,9 @@ def test_a_crash_mid_batch_in_the_sla_view_applies_nothing_twice(
     rt.runner.rebuild()
     assert sla_rows(rt) == expected  # a rebuild yields identical rows
 
-    rt.runner.store.reset([rt.runner.views[1]])
+    rt.runner.store.reset([sla_view(rt)])
     rt.runner.batch_size = 7  # several batches, so the crash lands in the middle of the log
-    view = rt.runner.views[1]
+    view = sla_view(rt)
     original = view.apply
     calls = 0
 

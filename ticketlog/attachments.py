@@ -98,15 +98,22 @@ class Attachments:
         self.runner = runner
         self.max_bytes = max_bytes
 
-    def begin(self, ticket_id: UUID) -> Upload:
+    def begin(self, ticket_id: UUID, expected_version: int | None = None) -> Upload:
         """Check the ticket takes files, then open a blob; ScopeErased if its key is gone."""
-        self.desk.check_attachable(ticket_id)
+        self.desk.check_attachable(ticket_id, expected_version)
         key = self.vault.key_for_writing(f"ticket:{ticket_id}", owner=None)
         attachment_id = uuid4()
         writer = self.blobs.create(str(attachment_id))
         return Upload(ticket_id, attachment_id, key, writer, self.max_bytes)
 
-    def complete(self, upload: Upload, uploader_id: UUID, name: str, content_type: str) -> UUID:
+    def complete(
+        self,
+        upload: Upload,
+        uploader_id: UUID,
+        name: str,
+        content_type: str,
+        expected_version: int | None = None,
+    ) -> UUID:
         """Blob first, then the event: a failure in between leaves only an orphan blob."""
         sha256 = upload.finish()
         try:
@@ -118,6 +125,7 @@ class Attachments:
                 upload.size,
                 content_type,
                 sha256,
+                expected_version,
             )
         except BaseException:
             self.blobs.delete(str(upload.attachment_id))

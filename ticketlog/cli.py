@@ -17,13 +17,17 @@ from api.tokens import Role
 from crypto.checkpoint import NoteError
 from crypto.errors import CryptoError
 from projections.runner import ProjectionRunner
-from ticketlog import retention
+from ticketlog import logs, retention
 from ticketlog.audit.cli import register as register_audit
 from ticketlog.audit.signing import start_checkpoints
+from ticketlog.bench import GROUPS
 from ticketlog.config import ConfigError, Settings
 from ticketlog.progress import ProgressBar
 from ticketlog.reconcile import read_journal, reconcile, write_journal
 from ticketlog.runtime import Runtime
+from ticketlog.soak import register as register_soak
+
+log = logging.getLogger("ticketlog.cli")
 
 
 def _print_json(data: Any) -> None:
@@ -50,7 +54,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.background import Loop, ViewFollower
     from ticketlog.erasures import ErasureWatcher
     from ticketlog.sla_jobs import record_due_breaches
+    from ticketlog.tls import checked_tls
 
+    tls = checked_tls(args.ssl_certfile, args.ssl_keyfile)  # refuse before opening anything
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
     backfill.finish()
@@ -62,13 +68,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # Kafka-fed views are the projectors' job; inline ones are brought up to date here.
         applied = _catch_up(runtime, "updating views") if settings.views_feed == "inline" else 0
         if applied:
-            print(f"views brought up to date: {applied:,} events applied", file=sys.stderr)
+            log.info("views brought up to date: %d events applied", applied)
         again = reconcile(runtime)
         if again.destroyed_again:
-            print(
-                f"key vault reconciled with the log: {len(again.destroyed_again)} erased key(s) "
-                "were present (a restored backup?) and are destroyed again",
-                file=sys.stderr,
+            log.warning(
+                "key vault reconciled with the log: %d erased key(s) were present (a restored "
+                "backup?) and are destroyed again",
+                len(again.destroyed_again),
             )
         if settings.retention_file:
             retention.load_rules_file(runtime, settings.retention_file)
@@ -78,7 +84,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         _catch_up_notifications(runtime)
         orphans = runtime.attachments.delete_orphans()
         if orphans:
-            print(f"deleted {len(orphans):,} orphaned attachment blobs", file=sys.stderr)
+            log.info("deleted %d orphaned attachment blobs", len(orphans))
         from ticketlog.notify.service import start_background
 
         checkpoints = start_checkpoints(runtime)
@@ -90,7 +96,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         breaches.start()
         stop_workers = start_background(runtime)
         try:
-            uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+            # Uvicorn's records go to our handler (log_config=None); our middleware writes
+            # the access line, without the query string uvicorn's own would show.
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level="info",
+                log_config=None,
+                access_log=False,
+                ssl_certfile=tls.certfile,
+                ssl_keyfile=tls.keyfile,
+            )
         finally:
             stop_workers()
             breaches.stop()
@@ -426,18 +443,10 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _log_to_stderr() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # our own lines say what matters
-
-
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
 
     settings.require_kafka()
-    _log_to_stderr()
     stop = _stop_on_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = RelayLock(settings)
@@ -505,7 +514,6 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.runtime import all_views, open_views_db
     from ticketlog.stream import SealedReader
 
-    _log_to_stderr()
     stop = _stop_on_signals()
     store = ViewStore(open_views_db(settings), all_views())
     try:
@@ -530,7 +538,6 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.tail import Tail
 
     settings.require_kafka()
-    _log_to_stderr()
     stop = _stop_on_signals()
     vault = open_vault(settings)
     try:
@@ -549,7 +556,7 @@ def _positive(text: str) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.bench.suite import main as run_bench
 
-    return run_bench(quick=args.quick, json_path=args.json)
+    return run_bench(quick=args.quick, json_path=args.json, only=args.only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -571,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--sla-interval", type=float, default=30.0, help="seconds between SLA breach checks"
     )
+    serve.add_argument(
+        "--log-format", choices=logs.LOG_FORMATS, help="text or json lines (TICKETLOG_LOG_FORMAT)"
+    )
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's PEM private key (unencrypted)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API tokens").add_subparsers(dest="keys", required=True)
@@ -697,9 +709,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: each cost as a ratio to its baseline")
     bench.add_argument("--quick", action="store_true", help="small sizes, for CI")
     bench.add_argument("--json", metavar="FILE", help="also write the rows to FILE")
+    bench.add_argument(
+        "--only", metavar="ROWS", help=f"comma-separated groups of rows: {','.join(GROUPS)}"
+    )
     bench.set_defaults(func=cmd_bench)
 
     register_audit(sub)
+    register_soak(sub)
     return parser
 
 
@@ -707,9 +723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        logs.configure(getattr(args, "log_format", None) or settings.log_format)
         code: int = args.func(args, settings)
     except (ConfigError, CryptoError, NoteError, ValueError) as e:
-        print(f"ticketlog: error: {e}", file=sys.stderr)
+        if logs.is_json():
+            log.error("error: %s", e)
+        else:
+            print(f"ticketlog: error: {e}", file=sys.stderr)
         return 2
     return code
 

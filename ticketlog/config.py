@@ -150,6 +150,8 @@ class Settings:
     kafka_group: str = "ticketlog-projectors"
     views_feed: str = "inline"
     kafka_max_poll_ms: int = 30_000
+    log_format: str = "text"
+    lock_timeout: int | None = None  # seconds a write waits for another's lock, then 503
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,7 +179,9 @@ class Settings:
             max_body_bytes=_positive_int(env, "TICKETLOG_MAX_BODY_BYTES", 1 << 20),
             **_rate_settings(env),
             smtp_url=env.get("TICKETLOG_SMTP_URL") or None,
+            lock_timeout=_positive_int(env, "TICKETLOG_LOCK_TIMEOUT", 0) or None,
             **_kafka_settings(env),
+            log_format=_log_format(env),
         )
 
     def require_kafka(self) -> str:
@@ -241,11 +245,14 @@ class Settings:
         """Settings for the `eventsourcing` application: store only, no snapshots, no cache."""
         pg = self.postgres
         if pg is not None:
-            return pg.library_env()
+            # Writers take a table lock; the library tries ten times, so each try waits a
+            # tenth of the whole (at least 1 s), and then the API answers 503 storage_busy.
+            per_try = max(1, round((self.lock_timeout or 10) / 10))
+            return {**pg.library_env(), "POSTGRES_LOCK_TIMEOUT": str(per_try)}
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(self.events_path),
-            "SQLITE_LOCK_TIMEOUT": "10",
+            "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout or 10),
             "APPLICATION_RECORDER_TOPIC": "ticketlog.audit.leaves:LeafSQLiteRecorder",
         }
 
@@ -276,3 +283,10 @@ def _rate_settings(env: Mapping[str, str]) -> dict[str, Any]:
         raise ConfigError("TICKETLOG_RATE_LIMIT must be 0 (off) or a positive number")
     burst = _positive_int(env, "TICKETLOG_RATE_BURST", max(1, round(rate * 2)))
     return {"rate_limit": rate, "rate_burst": burst}
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    text = env.get("TICKETLOG_LOG_FORMAT") or "text"
+    if text not in ("text", "json"):
+        raise ConfigError(f"TICKETLOG_LOG_FORMAT must be text or json, got {text[:40]!r}")
+    return text

@@ -9,21 +9,27 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import EventStore, IntegrityError, Mapper
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
+from eventsourcing.domain import Aggregate, DomainEventProtocol, MutableOrImmutableAggregate
+from eventsourcing.persistence import EventStore, IntegrityError, Mapper, Recording
 from eventsourcing.utils import Environment
 
 from crypto.errors import HeldByLaw
 from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
 from domain.access import AccessRecord
-from domain.errors import NotFound, RuleViolation
+from domain.errors import NotFound, RuleViolation, VersionMismatch
 from domain.notifications import Preferences
 from domain.organization import Organization
 from domain.retention import RetentionRule, RetentionSchedule
@@ -37,6 +43,7 @@ from domain.sla.policy import (
 )
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
+from ticketlog.group_commit import GroupCommitter
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
@@ -108,6 +115,11 @@ class AnonymizationReport:
     position: int | None
 
 
+# Set by the API for each request: what this request stored, so that a storage error after a
+# command was stored can say so (the client must not repeat it) instead of "nothing stored".
+stored_in_request: ContextVar[list[int] | None] = ContextVar("stored_in_request", default=None)
+
+
 class HelpDesk(Application[UUID]):
     """Users and tickets, stored with every personal field sealed under its subjects' keys."""
 
@@ -117,6 +129,7 @@ class HelpDesk(Application[UUID]):
         self.vault = vault
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         super().__init__(env)
+        self.committer = GroupCommitter(self._record)
         self.sealing_mapper = self.personal_mapper.sealing()
         self.sealed = Repository(
             event_store=EventStore(mapper=self.sealing_mapper, recorder=self.recorder)
@@ -134,6 +147,33 @@ class HelpDesk(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return PersonalDataMapper(self.construct_transcoder(), self.vault)
+
+    def save(
+        self,
+        *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None,
+        **kwargs: Any,
+    ) -> list[Recording[UUID]]:
+        """Store the objects' new events durably, in one transaction with concurrent saves
+        (group commit): the same all-or-nothing save for these objects, one fsync for many."""
+        if kwargs:
+            recordings = super().save(*objs, **kwargs)
+        else:
+            work: ProcessingEvent[UUID] = ProcessingEvent()
+            work.collect_events(*objs)
+            if not work.events:
+                return []
+            recordings = self.committer.record(work)
+            self._take_snapshots(work)
+            self._notify(recordings)
+        stored = stored_in_request.get()
+        if stored is not None:  # what this request stored, whatever fails after (views_lagging)
+            stored.extend(r.notification.id for r in recordings)
+        return recordings
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        # Every key the save needs, created in one vault commit before any event is written.
+        with self.personal_mapper.keys_prepared(processing_event.events):
+            return super()._record(processing_event)
 
     # Users
 
@@ -203,24 +243,32 @@ class HelpDesk(Application[UUID]):
             tags=tags,
             occurred_at=self.clock(),
         )
-        ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.created_at)
+        ticket.apply_sla_policy(self.sla_policy_for(ticket), ticket.created_at)
         self.save(ticket)
         return ticket.id
 
-    def add_comment(self, ticket_id: UUID, author_id: UUID, body: str, public: bool) -> int:
+    def add_comment(
+        self,
+        ticket_id: UUID,
+        author_id: UUID,
+        body: str,
+        public: bool,
+        expected_version: int | None = None,
+    ) -> int:
         author = self._author(author_id, role="author")
 
         def command() -> Ticket:
-            ticket = self._ticket_for_processing(ticket_id)
+            ticket = self._ticket_for_processing(ticket_id, expected_version)
             ticket.add_comment(author, body, public, self.clock())
             return ticket
 
         ticket = self.run(command)
         return ticket.comments[-1].version
 
-    def check_attachable(self, ticket_id: UUID) -> None:
+    def check_attachable(self, ticket_id: UUID, expected_version: int | None = None) -> None:
         """Refuse an upload before storing anything: unknown or closed tickets take no files."""
         ticket = self.get(Ticket, ticket_id)
+        _expect_version(ticket, expected_version)
         if ticket.status is Status.CLOSED:
             raise RuleViolation("a closed ticket is final", code="ticket_closed")
 
@@ -233,11 +281,13 @@ class HelpDesk(Application[UUID]):
         size: int,
         content_type: str,
         sha256: str,
+        expected_version: int | None = None,
     ) -> None:
         uploader = self._author(uploader_id, role="uploader")
 
         def command() -> Ticket:
             ticket = self.get(Ticket, ticket_id)
+            _expect_version(ticket, expected_version)
             ticket.add_attachment(
                 attachment_id, uploader, name, size, content_type, sha256, self.clock()
             )
@@ -245,38 +295,46 @@ class HelpDesk(Application[UUID]):
 
         self.run(command)
 
-    def assign(self, ticket_id: UUID, assignee_id: UUID) -> None:
+    def assign(
+        self, ticket_id: UUID, assignee_id: UUID, expected_version: int | None = None
+    ) -> None:
         assignee = self._author(assignee_id, role="assignee")
 
         def command() -> Ticket:
-            ticket = self._ticket_for_processing(ticket_id)
+            ticket = self._ticket_for_processing(ticket_id, expected_version)
             ticket.assign(assignee, self.clock())
             return ticket
 
         self.run(command)
 
-    def change_status(self, ticket_id: UUID, status: Status) -> None:
+    def change_status(
+        self, ticket_id: UUID, status: Status, expected_version: int | None = None
+    ) -> None:
         def command() -> Ticket:
-            ticket = self._ticket_for_processing(ticket_id)
+            ticket = self._ticket_for_processing(ticket_id, expected_version)
             ticket.change_status(status, self.clock())
             return ticket
 
         self.run(command)
 
-    def change_priority(self, ticket_id: UUID, priority: Priority) -> None:
+    def change_priority(
+        self, ticket_id: UUID, priority: Priority, expected_version: int | None = None
+    ) -> None:
         def command() -> Ticket:
-            ticket = self._ticket_for_processing(ticket_id)
+            ticket = self._ticket_for_processing(ticket_id, expected_version)
             ticket.change_priority(priority, self.clock())
-            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            ticket.apply_sla_policy(self.sla_policy_for(ticket), ticket.updated_at)
             return ticket
 
         self.run(command)
 
-    def change_tags(self, ticket_id: UUID, tags: list[str]) -> None:
+    def change_tags(
+        self, ticket_id: UUID, tags: list[str], expected_version: int | None = None
+    ) -> None:
         def command() -> Ticket:
-            ticket = self._ticket_for_processing(ticket_id)
+            ticket = self._ticket_for_processing(ticket_id, expected_version)
             ticket.change_tags(tags, self.clock())
-            ticket.apply_sla_policy(self._sla_policy_for(ticket), ticket.updated_at)
+            ticket.apply_sla_policy(self.sla_policy_for(ticket), ticket.updated_at)
             return ticket
 
         self.run(command)
@@ -397,7 +455,7 @@ class HelpDesk(Application[UUID]):
                 f"no schedule with id {schedule_id}", code="unknown_schedule"
             ) from None
 
-    def _sla_policy_for(self, ticket: Ticket) -> AppliedPolicy | None:
+    def sla_policy_for(self, ticket: Ticket) -> AppliedPolicy | None:
         """The first policy, by position, whose filter matches the ticket as it is now."""
         policies = self.policies()
         organization = None
@@ -433,7 +491,7 @@ class HelpDesk(Application[UUID]):
             tags=ticket.tags,
             occurred_at=ticket.created_at,
         )
-        aggregate.apply_sla_policy(self._sla_policy_for(aggregate), ticket.created_at)
+        aggregate.apply_sla_policy(self.sla_policy_for(aggregate), ticket.created_at)
         for index, step in enumerate(ticket.events):
             try:
                 self._import_step(aggregate, step)
@@ -459,10 +517,10 @@ class HelpDesk(Application[UUID]):
         elif step.kind == "priority":
             assert step.priority is not None
             ticket.change_priority(step.priority, at)
-            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+            ticket.apply_sla_policy(self.sla_policy_for(ticket), at)
         elif step.kind == "tags":
             ticket.change_tags(list(step.tags or []), at)
-            ticket.apply_sla_policy(self._sla_policy_for(ticket), at)
+            ticket.apply_sla_policy(self.sla_policy_for(ticket), at)
         else:
             raise RuleViolation(f"unknown import step {step.kind!r}", code="invalid_import")
 
@@ -700,14 +758,19 @@ class HelpDesk(Application[UUID]):
         user = self._actor(user_id, role)
         return Author(user.id, user.is_agent)
 
-    def _ticket_for_processing(self, ticket_id: UUID) -> Ticket:
-        """A ticket whose requester has not restricted processing."""
+    def _ticket_for_processing(self, ticket_id: UUID, expected_version: int | None) -> Ticket:
+        """A ticket whose requester has not restricted processing, at the version the client
+        expects (if it names one)."""
         ticket = self.get(Ticket, ticket_id)
+        _expect_version(ticket, expected_version)
         self.get(User, ticket.requester_id).ensure_not_restricted()
         return ticket
 
     def run(self, command: Callable[[], A]) -> A:
-        """Run a load-decide-save command, again on a version conflict."""
+        """Run a load-decide-save command, again on a version conflict.
+
+        A command with an expected version checks it against the aggregate it loads, so a
+        re-run after a lost race sees the winner's version and refuses (VersionMismatch)."""
         return self.run_recorded(command)[0]
 
     def run_recorded(self, command: Callable[[], A]) -> tuple[A, int | None]:
@@ -738,3 +801,9 @@ class HelpDesk(Application[UUID]):
                 continue
             return aggregates
         raise AssertionError("unreachable")
+
+
+def _expect_version(aggregate: Aggregate, expected: int | None) -> None:
+    """Optimistic concurrency for clients: refuse unless the aggregate is at `expected`."""
+    if expected is not None and aggregate.version != expected:
+        raise VersionMismatch(expected, aggregate.version)

@@ -48,13 +48,25 @@ def event_store_has_events(settings: Settings) -> bool:
         path = settings.events_path
         if not path.exists():
             return False
-        lite = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # With no WAL to replay, read the file as it is: even a read-only open of a WAL
+        # database would leave new -wal and -shm files behind.
+        wal = path.with_name(path.name + "-wal")
+        mode = "ro" if wal.exists() and wal.stat().st_size else "ro&immutable=1"
         try:
-            return lite.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            lite.close()
+            lite = sqlite3.connect(f"file:{path}?mode={mode}", uri=True)
+            try:
+                if not lite.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name='stored_events'"
+                ).fetchone():
+                    return False
+                return lite.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
+            finally:
+                lite.close()
+        except sqlite3.DatabaseError as e:
+            raise KeyVaultError(
+                f"the event store {path} cannot be read ({e}), so a new key vault cannot be "
+                "made safely; fix or restore it"
+            ) from None
     with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
         row = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", [f'"{pg.schema}".{PG_EVENTS_TABLE}']
@@ -69,7 +81,11 @@ def event_store_has_events(settings: Settings) -> bool:
 
 def open_views_db(settings: Settings) -> Database:
     pg = settings.postgres
-    return Database.postgresql(pg) if pg else Database.sqlite(settings.views_path)
+    return (
+        Database.postgresql(pg)
+        if pg
+        else Database.sqlite(settings.views_path, settings.lock_timeout)
+    )
 
 
 def open_vault(settings: Settings) -> KeyVault:
@@ -81,23 +97,37 @@ def open_vault(settings: Settings) -> KeyVault:
         master = _master_key(settings, may_create=False)
         assert settings.keyvault_url is not None
         url = PostgresURL.parse(settings.keyvault_url)
+        if not KeyVault.postgres_holds_keys(url.conninfo(), url.schema):
+            _refuse_a_new_vault_beside_events(settings, f"PostgreSQL schema {url.schema}")
         return KeyVault.open_postgres(url.conninfo(), url.schema, master)
     keys_path = settings.keys_path
     holds_keys = KeyVault.sqlite_holds_keys(keys_path)
-    if not holds_keys and event_store_has_events(settings):
+    if not holds_keys:
+        _refuse_a_new_vault_beside_events(settings, str(keys_path))
+    master = _master_key(settings, may_create=not holds_keys)
+    timeout = settings.lock_timeout
+    return KeyVault.open_sqlite(keys_path, master, busy_timeout=30 if timeout is None else timeout)
+
+
+def _refuse_a_new_vault_beside_events(settings: Settings, where: str) -> None:
+    if event_store_has_events(settings):
         raise KeyVaultError(
-            f"the key vault {keys_path} is missing or empty but the event store holds events; "
-            "restore keys.db (and the master key) from backup — starting with a new vault "
+            f"the key vault {where} is missing or empty but the event store holds events; "
+            "restore the vault (and its master key) from backup — starting with a new vault "
             "would make every stored personal field unreadable"
         )
-    master = _master_key(settings, may_create=not holds_keys)
-    return KeyVault.open_sqlite(keys_path, master)
 
 
 def _master_key(settings: Settings, *, may_create: bool) -> MasterKey:
     if settings.master_key:
         return MasterKey.from_text(settings.master_key)
-    return MasterKey.load_or_create_file(settings.key_file_path, may_create=may_create)
+    try:
+        return MasterKey.load_or_create_file(settings.key_file_path, may_create=may_create)
+    except OSError as e:
+        raise KeyVaultError(
+            f"master key file {settings.key_file_path} cannot be read ({e.strerror}); fix its "
+            "permissions or set TICKETLOG_MASTER_KEY"
+        ) from None
 
 
 @dataclass
@@ -139,7 +169,11 @@ class Runtime:
                 ensure_schema(pg)
             desk = HelpDesk(vault, settings.library_env(), clock=clock)
             views_db = open_views_db(settings)
-            auth_db = Database.postgresql(pg) if pg else Database.sqlite(settings.auth_path)
+            auth_db = (
+                Database.postgresql(pg)
+                if pg
+                else Database.sqlite(settings.auth_path, settings.lock_timeout)
+            )
             audit = AuditLog.beside(settings, views_db)
             audit.backfill(progress)  # once, for event stores made before the Merkle leaves
         except Exception:
@@ -165,7 +199,7 @@ class Runtime:
             runner,
             max_bytes=settings.max_attachment_bytes,
         )
-        notify_db = views_db if pg else Database.sqlite(settings.notify_path)
+        notify_db = views_db if pg else Database.sqlite(settings.notify_path, settings.lock_timeout)
         notifications = Outbox(notify_db, desk.recorder, desk.sealing_mapper)
         return cls(
             settings=settings,

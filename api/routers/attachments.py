@@ -23,6 +23,7 @@ from api.errors import ApiError
 from api.present import Opener
 from api.schemas import AttachmentList, AttachmentOut
 from api.tokens import Role
+from api.versions import IfMatch, command_responses, expected_version
 from ticketlog.attachments import Gone, TooLarge, Upload
 from ticketlog.runtime import Runtime
 
@@ -130,7 +131,10 @@ def _present(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
     status_code=201,
     response_model=AttachmentOut,
     dependencies=[SERVICE],
-    responses={413: {"description": "the file is larger than TICKETLOG_MAX_ATTACHMENT_BYTES"}},
+    responses={
+        413: {"description": "the file is larger than TICKETLOG_MAX_ATTACHMENT_BYTES"},
+        **{k: v for k, v in command_responses(201).items() if k != 201},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -149,9 +153,12 @@ def _present(runtime: Runtime, row: dict[str, Any]) -> dict[str, Any]:
         }
     },
 )
-async def upload(ticket_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+async def upload(
+    ticket_id: str, request: Request, runtime: RuntimeDep, if_match: IfMatch = None
+) -> dict[str, Any]:
     """multipart/form-data with one `file` part and an `uploader_id` field."""
     tid = parse_id(ticket_id, "ticket")
+    version = expected_version(if_match)
     media, options = parse_options_header(request.headers.get("content-type"))
     boundary = options.get(b"boundary")
     if media != b"multipart/form-data" or not boundary:
@@ -161,7 +168,7 @@ async def upload(ticket_id: str, request: Request, runtime: RuntimeDep) -> dict[
         parser = MultipartParser(boundary, form.callbacks())
     except (MultipartParseError, ValueError):
         raise ApiError(400, "bad_request", "the multipart boundary is invalid") from None
-    upload = await run_in_threadpool(runtime.attachments.begin, tid)
+    upload = await run_in_threadpool(runtime.attachments.begin, tid, version)
     body = request.stream()
     try:
         await _receive(body, parser, form, upload)
@@ -181,7 +188,12 @@ async def upload(ticket_id: str, request: Request, runtime: RuntimeDep) -> dict[
         raise
     assert form.filename is not None
     attachment_id = await run_in_threadpool(
-        runtime.attachments.complete, upload, uploader_id, form.filename, form.content_type
+        runtime.attachments.complete,
+        upload,
+        uploader_id,
+        form.filename,
+        form.content_type,
+        version,
     )
     await run_in_threadpool(runtime.runner.catch_up)
     row = runtime.attachments.queries.attachment(str(tid), str(attachment_id))

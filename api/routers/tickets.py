@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from api.access import opener_for, record_access, record_history_access
 from api.deps import RuntimeDep, parse_id, require
@@ -23,6 +23,7 @@ from api.schemas import (
 )
 from api.sla_schemas import PriorityRequest, TagsRequest
 from api.tokens import Principal, Role
+from api.versions import ETAG_HEADER, IfMatch, command_responses, expected_version, tagged
 from domain.ticket import Status
 from projections.queries import TicketFilter
 from ticketlog.audit.replay import PointInTime, ticket_as_of, ticket_row
@@ -44,9 +45,15 @@ def _read(runtime: Runtime, who: Principal, request: Request, ticket_id: UUID) -
     return body
 
 
-@router.post("", status_code=201, response_model=TicketOut)
+@router.post(
+    "", status_code=201, response_model=TicketOut, responses={201: {"headers": ETAG_HEADER}}
+)
 def open_ticket(
-    body: TicketCreate, runtime: RuntimeDep, request: Request, who: Principal = SERVICE
+    body: TicketCreate,
+    runtime: RuntimeDep,
+    request: Request,
+    response: Response,
+    who: Principal = SERVICE,
 ) -> dict[str, Any]:
     ticket_id = runtime.desk.open_ticket(
         requester_id=body.requester_id,
@@ -56,7 +63,7 @@ def open_ticket(
         tags=body.tags,
     )
     runtime.runner.catch_up()
-    return _read(runtime, who, request, ticket_id)
+    return tagged(response, _read(runtime, who, request, ticket_id))
 
 
 @router.get("", response_model=TicketPage)
@@ -82,11 +89,12 @@ def list_tickets(
     return page
 
 
-@router.get("/{ticket_id}", response_model=TicketOut)
+@router.get("/{ticket_id}", response_model=TicketOut, responses={200: {"headers": ETAG_HEADER}})
 def get_ticket(
     ticket_id: str,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
     who: Annotated[Principal, SERVICE_OR_AUDIT],
     as_of: datetime | None = None,
     as_of_occurred: datetime | None = None,
@@ -97,7 +105,7 @@ def get_ticket(
     if as_of is None and as_of_occurred is None:
         if who.role is Role.AUDITOR:
             raise ApiError(403, "forbidden", "auditors read tickets at a point in time (as_of)")
-        return _read(runtime, who, request, tid)
+        return tagged(response, _read(runtime, who, request, tid))
     if as_of is not None and as_of_occurred is not None:
         raise ApiError(422, "invalid_input", "give as_of or as_of_occurred, not both")
     when = PointInTime.of(as_of or as_of_occurred, business=as_of is None)  # type: ignore[arg-type]
@@ -120,75 +128,92 @@ def _restricted(runtime: Runtime, user_id: UUID) -> bool:
     return bool(row and row["restricted"])
 
 
-@router.post("/{ticket_id}/comments", status_code=201, response_model=TicketOut)
+@router.post(
+    "/{ticket_id}/comments",
+    status_code=201,
+    response_model=TicketOut,
+    responses=command_responses(201),
+)
 def comment(
     ticket_id: str,
     body: CommentCreate,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
+    if_match: IfMatch = None,
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.add_comment(tid, body.author_id, body.body, body.public)
+    runtime.desk.add_comment(
+        tid, body.author_id, body.body, body.public, expected_version(if_match)
+    )
     runtime.runner.catch_up()
-    return _read(runtime, who, request, tid)
+    return tagged(response, _read(runtime, who, request, tid))
 
 
-@router.post("/{ticket_id}/assign", response_model=TicketOut)
+@router.post("/{ticket_id}/assign", response_model=TicketOut, responses=command_responses(200))
 def assign(
     ticket_id: str,
     body: AssignRequest,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
+    if_match: IfMatch = None,
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.assign(tid, body.assignee_id)
+    runtime.desk.assign(tid, body.assignee_id, expected_version(if_match))
     runtime.runner.catch_up()
-    return _read(runtime, who, request, tid)
+    return tagged(response, _read(runtime, who, request, tid))
 
 
-@router.post("/{ticket_id}/status", response_model=TicketOut)
+@router.post("/{ticket_id}/status", response_model=TicketOut, responses=command_responses(200))
 def change_status(
     ticket_id: str,
     body: StatusRequest,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
+    if_match: IfMatch = None,
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.change_status(tid, body.status)
+    runtime.desk.change_status(tid, body.status, expected_version(if_match))
     runtime.runner.catch_up()
-    return _read(runtime, who, request, tid)
+    return tagged(response, _read(runtime, who, request, tid))
 
 
-@router.post("/{ticket_id}/priority", response_model=TicketOut)
+@router.post("/{ticket_id}/priority", response_model=TicketOut, responses=command_responses(200))
 def change_priority(
     ticket_id: str,
     body: PriorityRequest,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
+    if_match: IfMatch = None,
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.change_priority(tid, body.priority)
+    runtime.desk.change_priority(tid, body.priority, expected_version(if_match))
     runtime.runner.catch_up()
-    return _read(runtime, who, request, tid)
+    return tagged(response, _read(runtime, who, request, tid))
 
 
-@router.post("/{ticket_id}/tags", response_model=TicketOut)
+@router.post("/{ticket_id}/tags", response_model=TicketOut, responses=command_responses(200))
 def change_tags(
     ticket_id: str,
     body: TagsRequest,
     runtime: RuntimeDep,
     request: Request,
+    response: Response,
+    if_match: IfMatch = None,
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     """Set the ticket's tags (the whole list)."""
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.change_tags(tid, list(body.tags))
+    runtime.desk.change_tags(tid, list(body.tags), expected_version(if_match))
     runtime.runner.catch_up()
-    return _read(runtime, who, request, tid)
+    return tagged(response, _read(runtime, who, request, tid))
 
 
 @router.get("/{ticket_id}/history", response_model=History)

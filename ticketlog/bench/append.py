@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +12,8 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
+from crypto.master import MasterKey
+from crypto.vault import KeyVault
 from domain.ticket import Author, Ticket
 from ticketlog.bench.fixtures import (
     BODY,
@@ -79,5 +82,41 @@ def measure(aggregates: int, per_save: int, rounds: int) -> Row:
         note=(
             f"{aggregates:,} tickets of 2 events, best of {rounds}; ours seals subject and body "
             "under a new per-ticket key and writes a Merkle leaf per event"
+        ),
+    )
+
+
+def commit_ceiling(samples: int) -> Row:
+    """What one save of one new ticket cannot go below: the vault's durable commit of its key
+    beside the bare library's whole save, on the same disk, interleaved. Their ratio
+    bare / (bare + vault) bounds the 1-per-save row while keys and events live apart."""
+    vault_ms: list[float] = []
+    bare_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        vault = KeyVault.open_sqlite(Path(tmp) / "keys.db", MasterKey.generate())
+        app = bare_application(Path(tmp) / "bare")
+        try:
+            vault.key_for_writing("user:bench", "user:bench")
+            for _ in range(samples):
+                start = time.perf_counter()
+                app.save(_plain_ticket(uuid4()))
+                bare_ms.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                vault.key_for_writing(f"ticket:{uuid4()}", "user:bench")
+                vault_ms.append((time.perf_counter() - start) * 1000)
+        finally:
+            app.close()
+            vault.close()
+    bare, key = statistics.median(bare_ms), statistics.median(vault_ms)
+    return Row(
+        what="Append ceiling, 1 per save: one key commit vs one bare save",
+        ours=key,
+        baseline=bare,
+        unit="ms p50",
+        goal="info",
+        met=None,
+        note=(
+            f"the vault's commit (rollback journal, synchronous=EXTRA) beside a whole bare save "
+            f"(WAL, synchronous=FULL); 1-per-save ratio cannot exceed {bare / (bare + key):.2f}"
         ),
     )

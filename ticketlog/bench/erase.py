@@ -58,11 +58,20 @@ def measure(small: int, large: int, samples: int, large_samples: int) -> list[Ro
                 start = time.perf_counter()
                 erase(user)
                 out[user] = time.perf_counter() - start
+                # The rows the destroyed KEK wrapped are emptied in the background; let that
+                # finish untimed, so it does not slow the next sample.
+                rt.vault.wait_purged()
             return out
 
-        # Interleaved, so warm-up and drift fall on both sizes alike.
-        order = [u for pair in zip(smalls, larges + smalls, strict=False) for u in pair]
-        order += [u for u in smalls if u not in order]
+        # Interleaved, so warm-up and drift fall on both sizes alike; each subject erased once
+        # (erasing an erased subject again writes nothing and would flatter the baseline).
+        step = max(len(smalls) // max(len(larges), 1), 1)
+        order: list[UUID] = []
+        for i, subject in enumerate(smalls):
+            order.append(subject)
+            if i % step == step - 1 and i // step < len(larges):
+                order.append(larges[i // step])
+        order += [u for u in larges if u not in order]
         took = timed(order, desk.erase_subject)
         small_ms = _p50_ms([took[u] for u in smalls])
         large_ms = _p50_ms([took[u] for u in larges])
@@ -79,7 +88,8 @@ def measure(small: int, large: int, samples: int, large_samples: int) -> list[Ro
             met=ratio_ok and large_ms < P50_GOAL_MS and small_ms < P50_GOAL_MS,
             note=(
                 f"desk.erase_subject; p50 of {large_samples} large and {samples} small subjects; "
-                f"large subjects own {large // EVENTS_PER_TICKET} ticket keys"
+                f"large subjects own {large // EVENTS_PER_TICKET} ticket keys (under one KEK; "
+                "their rows are emptied by a background purge after the call, untimed)"
             ),
         ),
         Row(

