@@ -4,8 +4,9 @@ It says who was erased, which keys were destroyed, when, where the erasure event
 log (with an inclusion proof against a signed checkpoint covering it), and what a residue scan
 found: before destroying the keys, the person's values are opened in memory and searched for
 in the raw bytes of every file under the data dir (and every row of the PostgreSQL schemas);
-after, searched again. Matches must be zero both times. The certificate holds file names and
-counts, never the values searched for.
+after, searched again, together with the person's email blind-index digest (which the vault
+holds by design until the erasure deletes it). Matches must be zero both times. The
+certificate holds file names and counts, never the values searched for.
 """
 
 from __future__ import annotations
