@@ -64,6 +64,14 @@ SCHEMA = (
     " wrapped BYTEA,"
     " created_at TEXT NOT NULL,"
     " destroyed_at TEXT)",
+    # The blind index of email addresses (crypto/blind_index.py): a keyed digest per address
+    # in use, owned by the person's profile scope. Rows are deleted, never tombstoned: with
+    # the person's keys they go in the same transaction, and the address is free again.
+    "CREATE TABLE IF NOT EXISTS email_index ("
+    " digest BYTEA PRIMARY KEY,"
+    " owner TEXT NOT NULL,"
+    " created_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS email_index_owner ON email_index (owner)",
 )
 # Added after the first release: what wraps a data key. NULL (every row of an older vault) is
 # the master key; BY_OWNER is the owner's KEK.
@@ -207,6 +215,7 @@ class _PostgresStore:
         with self._lock:
             self._conn.execute("VACUUM owner_keys")
             self._conn.execute("VACUUM data_keys")
+            self._conn.execute("VACUUM email_index")
 
     def close(self) -> None:
         with self._lock:
@@ -415,6 +424,29 @@ class KeyVault:
                 "TICKETLOG_MASTER_KEY or key file that made it — refusing to start rather than "
                 "serve unreadable data"
             )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A vault transaction, for tables kept beside the keys (the email blind index)."""
+        with self._store.transaction() as c:
+            yield c
+
+    def meta_secret(self, name: str) -> bytes:
+        """A vault-wide secret in vault_meta, wrapped by the master key; made on first use.
+
+        Concurrent first uses agree: the loser's insert does nothing and it reads the
+        winner's. Whatever re-wraps the vault under a new master key must re-wrap these too."""
+        context = b"ticketlog/meta-secret|" + name.encode()
+        with self._store.transaction() as c:
+            c.execute(
+                "INSERT INTO vault_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                [name, self._master.wrap(secrets.token_bytes(KEY_BYTES), context)],
+            )
+            row = c.execute("SELECT value FROM vault_meta WHERE name=?", [name]).fetchone()
+        try:
+            return self._master.unwrap(bytes(row[0]), context)
+        except InvalidTag as e:
+            raise KeyVaultError(f"the vault secret {name} cannot be unwrapped") from e
 
     # Reading
 
@@ -628,6 +660,7 @@ class KeyVault:
                     [secrets.token_bytes(KEY_ID_BYTES), owner, owner, now, now],
                 )
                 scopes.add(owner)
+            c.execute("DELETE FROM email_index WHERE owner=?", [owner])
         # Their cached keys stop being served now; evicting and freeing them (a cipher context
         # each) is left to the purge thread, off the caller's time.
         with self._lock:
@@ -645,12 +678,18 @@ class KeyVault:
                 " WHERE d.scope=? AND d.wrapped IS NOT NULL",
                 [scope],
             ).fetchone()
-            if row is None:
-                return False
-            self._refuse_if_held(c, row[1])
-            c.execute(
-                "UPDATE data_keys SET wrapped=NULL, destroyed_at=? WHERE key_id=?", [_now(), row[0]]
-            )
+            if row is not None:
+                self._refuse_if_held(c, row[1])
+                c.execute(
+                    "UPDATE data_keys SET wrapped=NULL, destroyed_at=? WHERE key_id=?",
+                    [_now(), row[0]],
+                )
+            # A profile scope owns the person's email digest: anonymizing frees the address.
+            dropped = c.execute("DELETE FROM email_index WHERE owner=?", [scope]).rowcount
+        if row is None:
+            if dropped:
+                self._store.after_destroy()
+            return False
         self._forget([bytes(row[0])])
         self._store.after_destroy()
         return not row[2]  # a key under a destroyed KEK was already gone; this only purged it

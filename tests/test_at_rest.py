@@ -70,6 +70,11 @@ def _wrapped_keys(settings: Settings) -> dict[str, bytes]:
         conn.close()
 
 
+def _vault_bytes(settings: Settings) -> bytes:
+    paths = settings.keys_path.parent.glob(settings.keys_path.name + "*")
+    return b"".join(p.read_bytes() for p in paths)
+
+
 def test_no_plaintext_anywhere_before_and_after_erasure(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -81,6 +86,15 @@ def test_no_plaintext_anywhere_before_and_after_erasure(
             runtime.runner.catch_up()
             assert _all_hits(settings, NEEDLES) == []
 
+            # The blind index refuses the address again (any case) and holds only its digest.
+            taken = api.post(
+                "/v1/users", {"kind": "customer", **PERSON, "email": PERSON["email"].upper()}
+            )
+            assert (taken.status_code, taken.json()["error"]["code"]) == (409, "email_taken")
+            digest = runtime.desk.emails.digest(PERSON["email"])
+            assert digest in _vault_bytes(settings)
+            assert _all_hits(settings, NEEDLES) == []
+
             wrapped_before = _wrapped_keys(settings)
             assert f"user:{ids['person']}" in wrapped_before
             r = api.post(f"/v1/subjects/{ids['person']}/erase", role=Role.COMPLIANCE)
@@ -88,6 +102,7 @@ def test_no_plaintext_anywhere_before_and_after_erasure(
             assert _all_hits(settings, NEEDLES) == []
     finally:
         runtime.close()
+    assert digest not in _vault_bytes(settings)  # no linkable digest survives the erasure
 
     # The destroyed keys' material is gone from every file of the vault, WAL included.
     erased_scopes = (

@@ -31,6 +31,7 @@ def test_each_erasure_returns_a_signed_certificate(api: Api) -> None:
     assert note.startswith("ticketlog erasure certificate v1\n")
     assert "Certa" not in note
     assert "find" not in note
+    assert '"email_digests_searched":1' in note  # the after scan also sought their digest
 
     verifier = local_verifier(api.runtime.settings)
     assert verifier is not None

@@ -4,8 +4,9 @@ It says who was erased, which keys were destroyed, when, where the erasure event
 log (with an inclusion proof against a signed checkpoint covering it), and what a residue scan
 found: before destroying the keys, the person's values are opened in memory and searched for
 in the raw bytes of every file under the data dir (and every row of the PostgreSQL schemas);
-after, searched again. Matches must be zero both times. The certificate holds file names and
-counts, never the values searched for.
+after, searched again, together with the person's email blind-index digest (which the vault
+holds by design until the erasure deletes it). Matches must be zero both times. The
+certificate holds file names and counts, never the values searched for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import mmap
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +43,13 @@ class ScanResult:
     places_scanned: int
     values_searched: int
     matches: list[dict[str, Any]]  # {"place": file or table, "count": n}
+    email_digests_searched: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "places_scanned": self.places_scanned,
             "values_searched": self.values_searched,
+            "email_digests_searched": self.email_digests_searched,
             "matches": self.matches,
         }
 
@@ -70,8 +74,10 @@ def personal_values(runtime: Runtime, user_id: UUID) -> list[str]:
     return sorted(v for v in (v.strip() for v in values) if len(v) >= MIN_NEEDLE)
 
 
-def residue_scan(runtime: Runtime, values: list[str]) -> ScanResult:
-    pattern = re.compile(b"|".join(re.escape(v.encode()) for v in values)) if values else None
+def residue_scan(runtime: Runtime, values: list[str], digests: Sequence[bytes] = ()) -> ScanResult:
+    """Count the values (and, after an erasure, the person's email digests) in every place."""
+    needles = [v.encode() for v in values] + list(digests)
+    pattern = re.compile(b"|".join(re.escape(n) for n in needles)) if needles else None
     matches: list[dict[str, Any]] = []
     places = 0
     root = runtime.settings.data_dir
@@ -84,7 +90,7 @@ def residue_scan(runtime: Runtime, values: list[str]) -> ScanResult:
         scanned, found = _scan_postgres(url, pattern)
         places += scanned
         matches += found
-    return ScanResult(places, len(values), matches)
+    return ScanResult(places, len(values), matches, len(digests))
 
 
 def _count_in_file(path: Path, pattern: re.Pattern[bytes] | None) -> int:
@@ -146,10 +152,13 @@ def erase_with_certificate(
         return runtime.desk.erase_subject(user_id, reason), user.certificate
     runtime.runner.catch_up()
     values = personal_values(runtime, user_id)
+    # The blind index holds the person's email digest until the erasure deletes it: searched
+    # for after only (before, the vault holds it by design).
+    digests = runtime.desk.emails.digests_of(f"user:{user_id}")
     before = residue_scan(runtime, values)
     report = runtime.desk.erase_subject(user_id, reason)
     runtime.runner.catch_up()
-    after = residue_scan(runtime, values)
+    after = residue_scan(runtime, values, digests)
     del values
     note = sign_note(runtime.settings, _certificate_text(runtime, report, before, after))
     runtime.desk.run(lambda: _attach(runtime, user_id, note))

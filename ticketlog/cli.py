@@ -22,6 +22,7 @@ from ticketlog.audit.cli import register as register_audit
 from ticketlog.audit.signing import start_checkpoints
 from ticketlog.bench import GROUPS
 from ticketlog.config import ConfigError, Settings
+from ticketlog.email_index import backfill_once, reindex
 from ticketlog.progress import ProgressBar
 from ticketlog.reconcile import read_journal, reconcile, write_journal
 from ticketlog.runtime import Runtime
@@ -76,6 +77,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 "backup?) and are destroyed again",
                 len(again.destroyed_again),
             )
+        _backfill_email_index(runtime)
         if settings.retention_file:
             retention.load_rules_file(runtime, settings.retention_file)
         if settings.retention_interval > 0:
@@ -246,6 +248,42 @@ def cmd_keys_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         )
         for scope in report.destroyed_again:
             print(f"  {scope}")
+    return 0
+
+
+def _backfill_email_index(runtime: Runtime) -> None:
+    """Index the addresses of users registered before the index existed (once per vault)."""
+    bar = ProgressBar("indexing email addresses", unit="events")
+    report = backfill_once(runtime.desk, bar)
+    bar.finish()
+    if report is not None and (report.added or report.duplicates):
+        log.info("email index: %d address(es) indexed", report.added)
+    if report is not None and report.duplicates:
+        log.warning(
+            "email index: %d user(s) share an address with an earlier user (kept as they are; "
+            "see `ticketlog keys index-emails`)",
+            len(report.duplicates),
+        )
+
+
+def cmd_keys_index_emails(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime.open(settings)
+    try:
+        bar = ProgressBar("indexing email addresses", unit="events")
+        report = reindex(runtime.desk, bar)
+        bar.finish()
+        runtime.desk.emails.mark_backfilled()
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(
+        f"{report.users} user(s) with an address; indexed now: {report.added}; "
+        f"stale digests released: {report.released}; duplicates: {len(report.duplicates)}"
+    )
+    for dup in report.duplicates:
+        print(f"  user {dup['user_id']} has the address of user {dup['held_by']}")
     return 0
 
 
@@ -612,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile_cmd.add_argument("--journal", help="also apply an erasure journal kept off-site")
     reconcile_cmd.add_argument("--json", action="store_true")
     reconcile_cmd.set_defaults(func=cmd_keys_reconcile)
+
+    index_cmd = keys.add_parser(
+        "index-emails",
+        help="fill the email blind index from the log; report addresses users share",
+    )
+    index_cmd.add_argument("--json", action="store_true")
+    index_cmd.set_defaults(func=cmd_keys_index_emails)
 
     ret = sub.add_parser("retention", help="retention schedules")
     ret_sub = ret.add_subparsers(dest="retention", required=True)

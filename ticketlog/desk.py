@@ -6,9 +6,11 @@ plaintext; only history and export open personal fields, and only when asked.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol, MutableOrImmuta
 from eventsourcing.persistence import EventStore, IntegrityError, Mapper, Recording
 from eventsourcing.utils import Environment
 
+from crypto.blind_index import EmailIndex, Reservation
 from crypto.errors import HeldByLaw
 from crypto.mapper import PersonalDataMapper
 from crypto.vault import KeyVault
@@ -44,6 +47,8 @@ from domain.sla.policy import (
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 from ticketlog.group_commit import GroupCommitter
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Aggregate)
 Clock = Callable[[], datetime]
@@ -127,6 +132,7 @@ class HelpDesk(Application[UUID]):
 
     def __init__(self, vault: KeyVault, env: dict[str, str], clock: Clock | None = None) -> None:
         self.vault = vault
+        self.emails = EmailIndex(vault)
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         super().__init__(env)
         self.committer = GroupCommitter(self._record)
@@ -197,7 +203,8 @@ class HelpDesk(Application[UUID]):
             organization_id=organization_id,
             occurred_at=self.clock(),
         )
-        self.save(user)
+        with self._email_reserved(user.id, email):
+            self.save(user)
         return user.id
 
     def update_user(
@@ -214,7 +221,51 @@ class HelpDesk(Application[UUID]):
                 user.link_organization(organization_id, now)
             return user
 
-        self.run(command)
+        email = changes.get("email")
+        if not isinstance(email, str):
+            self.run(command)
+            return
+        self.get(User, user_id)  # an unknown id is a 404 and reserves nothing
+        with self._email_reserved(user_id, email) as digest:
+            self.run(command)
+        try:
+            self.emails.keep_only(f"user:{user_id}", digest)
+        except Exception as e:  # stored already; `keys index-emails` frees the old address
+            log.warning("old email digest of user %s not released: %s", user_id, type(e).__name__)
+
+    @contextmanager
+    def _email_reserved(self, user_id: UUID, email: str) -> Iterator[bytes]:
+        """Hold the address's blind-index digest for the user while their events are saved.
+
+        Refused (409 email_taken) before anything is stored if another user holds it. If the
+        save fails, a reservation made here is released unless the log shows the address
+        stored after all, so nothing is lost and nothing stays stuck."""
+        owner = f"user:{user_id}"
+        digest = self.emails.digest(email)
+        reservation = self.emails.reserve(digest, owner)
+        if reservation is Reservation.TAKEN:
+            raise RuleViolation("another user has this email address", code="email_taken")
+        try:
+            yield digest
+        except BaseException:
+            if reservation is Reservation.NEW and not self._stored_email_is(user_id, digest):
+                try:
+                    self.emails.release(digest, owner)
+                except Exception as e:  # the save's own error matters more; pruned later
+                    log.warning("email digest of %s not released: %s", user_id, type(e).__name__)
+            raise
+
+    def _stored_email_is(self, user_id: UUID, digest: bytes) -> bool:
+        """Whether the user's stored address has this digest; True when the log cannot say
+        (keeping a reservation errs on the safe side; `keys index-emails` prunes it later)."""
+        try:
+            user: Aggregate = self.repository.get(user_id)  # opened: the digest needs it
+        except AggregateNotFoundError:
+            return False
+        except Exception:
+            return True
+        email = getattr(user, "email", None)
+        return isinstance(email, str) and self.emails.digest(email) == digest
 
     def set_notification_preferences(self, user_id: UUID, preferences: Preferences) -> None:
         def command() -> User:
