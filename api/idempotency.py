@@ -9,6 +9,11 @@ Only answers for commands that were stored are kept: successes (2xx), and 503 `v
 (stored, but the views are behind), whose retry replays the 503 rather than storing the command
 twice. A command that failed otherwise appended nothing, so its retry simply runs again. A key
 sent while its first request is still running answers 409.
+
+If the server dies after storing a command but before remembering its answer, the reservation
+goes stale and a retry runs the command again; the command's receipt, saved in the log in the
+same transaction as its events, then refuses it (409 `idempotency_key_stored`), so it is never
+stored twice.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from api.limits import BodyTooLarge, is_streaming, read_body, replay
 from api.requestlog import note_caller
 from api.tokens import TokenStore
 from projections.sql import Database
+from ticketlog.receipts import PendingReceipt, pending_receipt
 
 HEADER = b"idempotency-key"
 REPLAYED = "Idempotent-Replayed"
 KEEP_FOR = timedelta(hours=24)
-STALE_AFTER = timedelta(minutes=5)  # a reservation whose request never finished (a crash)
+# A reservation whose request never finished (the server died). Running its retry then is safe:
+# the command's receipt in the log refuses to store it twice (ticketlog/receipts.py).
+STALE_AFTER = timedelta(minutes=1)
 MAX_KEY_LENGTH = 255
 log = logging.getLogger("ticketlog.api")
 
@@ -270,11 +278,14 @@ class Idempotency:
                 chunks.append(message.get("body", b""))
             await send(message)
 
+        receipt = pending_receipt.set(PendingReceipt(f"{who.token_id}/{who.key_id}"))
         try:
             await self.app(scope, receive, capture)
         except BaseException:
             await run_in_threadpool(self.store.release, who)
             raise
+        finally:
+            pending_receipt.reset(receipt)
         try:
             body = b"".join(chunks)
             if 200 <= status < 300 or _stored_anyway(status, body):

@@ -67,6 +67,17 @@ class EmailIndex:
         with self._vault.transaction() as c:
             c.execute("DELETE FROM email_index WHERE digest=? AND owner=?", [digest, owner])
 
+    def take_over(self, digest: bytes, holder: str, owner: str, reserved_before: datetime) -> bool:
+        """Move a digest from `holder` to `owner` if the holder reserved it before the given
+        time and still holds it; True if it moved (only one of concurrent callers wins)."""
+        with self._vault.transaction() as c:
+            moved = c.execute(
+                "UPDATE email_index SET owner = ?, created_at = ?"
+                " WHERE digest = ? AND owner = ? AND created_at < ?",
+                [owner, _now(), digest, holder, reserved_before.isoformat()],
+            ).rowcount
+        return bool(moved)
+
     def keep_only(self, owner: str, digest: bytes) -> None:
         """Release the owner's other digests (their previous address)."""
         with self._vault.transaction() as c:

@@ -74,10 +74,13 @@ def store(settings: Settings) -> Iterator[Store]:
 
 
 def seed(runtime: Runtime) -> dict[str, uuid.UUID]:
+    """Ten events: three people (fresh addresses each call, as addresses are unique), two
+    tickets."""
     desk = runtime.desk
-    ada = desk.register_user("customer", "Ada Lovelace", "ada@example.com")
-    bob = desk.register_user("customer", "Bob Stone", "bob@example.com")
-    agent = desk.register_user("agent", "Grace Hopper", "grace@example.com")
+    at = f"{uuid.uuid4().hex[:6]}.example"
+    ada = desk.register_user("customer", "Ada Lovelace", f"ada@{at}")
+    bob = desk.register_user("customer", "Bob Stone", f"bob@{at}")
+    agent = desk.register_user("agent", "Grace Hopper", f"grace@{at}")
     ticket = desk.open_ticket(ada, "Printer on fire", "It is really on fire")
     desk.add_comment(ticket, agent, "Have you tried water?", True)
     desk.assign(ticket, agent)

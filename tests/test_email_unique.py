@@ -214,3 +214,21 @@ def test_cli_backfills_and_reports(tmp_path: Path) -> None:
     assert report["added"] == 1
     assert report["duplicates"] == [{"user_id": str(b), "held_by": str(a)}]
     assert "same@cli.example" not in done.stdout + done.stderr
+
+
+def test_an_address_left_by_a_registration_that_was_never_stored_is_taken_over(api: Api) -> None:
+    # The server died between reserving the address and saving the person: no user holds it.
+    emails = api.runtime.desk.emails
+    phantom = f"user:{uuid.uuid4()}"
+    for email in ("young@phantom.example", "old@phantom.example"):
+        assert emails.reserve(emails.digest(email), phantom) is Reservation.NEW
+    earlier = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    with api.runtime.vault.transaction() as c:
+        c.execute(
+            "UPDATE email_index SET created_at = ? WHERE digest = ?",
+            [earlier, emails.digest("old@phantom.example")],
+        )
+    # A young reservation may be a registration still under way: it keeps its address.
+    assert _register(api, "young@phantom.example") == (409, "email_taken")
+    assert _register(api, "OLD@phantom.example") == (201, None)
+    assert _register(api, "old@phantom.example") == (409, "email_taken")  # now a real user's

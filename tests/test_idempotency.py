@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 
+from api.idempotency import STALE_AFTER, IdempotencyStore, Secrets
 from api.tokens import Role
 from tests.conftest import Api, LiveServer, postgres_hits, raw_hits
 from ticketlog.config import Settings
@@ -107,6 +111,81 @@ def test_malformed_keys_are_refused(api: Api) -> None:
         r = _post(api, "/v1/users", _user("bad@example.com"), key)
         assert r.status_code == 422
         assert r.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def _age_unanswered_reservations(runtime: Runtime) -> None:
+    """Let the stale period pass for requests whose answer was never remembered."""
+    stale = (datetime.now(UTC) - STALE_AFTER - timedelta(seconds=1)).isoformat()
+    with runtime.tokens.db.transaction() as c:
+        c.execute("UPDATE idempotency_keys SET created_at = ? WHERE status IS NULL", [stale])
+
+
+def _unanswered(runtime: Runtime) -> int:
+    with runtime.tokens.db.transaction() as c:
+        row = c.execute(
+            "SELECT count(*) AS n FROM idempotency_keys WHERE status IS NULL"
+        ).fetchone()
+    return int(row["n"])
+
+
+def _lose_the_answers(runtime: Runtime) -> None:
+    """What a kill -9 between storing a command and remembering its answer leaves behind."""
+    deadline = time.monotonic() + 10
+    while _unanswered(runtime):  # answers are remembered just after they are sent
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with runtime.tokens.db.transaction() as c:
+        c.execute("UPDATE idempotency_keys SET status = NULL, response = NULL")
+    _age_unanswered_reservations(runtime)
+
+
+def test_a_command_whose_answer_was_lost_is_not_stored_twice(api: Api) -> None:
+    requester = api.user()
+    ticket = api.ticket(requester["id"])
+    path = f"/v1/tickets/{ticket['id']}/comments"
+    comment = {"author_id": requester["id"], "body": "answer lost", "public": True}
+    opening = {"requester_id": requester["id"], "subject": "Lost answer", "body": "B"}
+    assert _post(api, path, comment, "comment-key").status_code == 201
+    assert _post(api, "/v1/tickets", opening, "ticket-key").status_code == 201
+    events = _events(api.runtime)
+    _lose_the_answers(api.runtime)
+    for retry_path, body, key in [
+        (path, comment, "comment-key"),
+        ("/v1/tickets", opening, "ticket-key"),
+    ]:
+        again = _post(api, retry_path, body, key)
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "idempotency_key_stored"
+    assert _events(api.runtime) == events
+    read = api.get(f"/v1/tickets/{ticket['id']}").json()
+    assert [c["body"] for c in read["comments"]].count("answer lost") == 1
+    mine = api.get("/v1/tickets", requester_id=requester["id"]).json()["items"]
+    assert [t["subject"] for t in mine].count("Lost answer") == 1
+
+
+def test_a_command_cut_off_before_it_was_stored_runs_on_retry(api: Api) -> None:
+    requester = api.user()
+    body = orjson.dumps({"requester_id": requester["id"], "subject": "Cut off", "body": "B"})
+    token = api.tokens[Role.SERVICE]
+    principal = api.runtime.tokens.authenticate(token)
+    assert principal is not None
+    who = Secrets.derive(principal.token_id, token, "cut-off")
+    # The server reserved the key, then died before storing anything.
+    store = IdempotencyStore(api.runtime.tokens.db)
+    assert store.reserve(who, who.request_mac("POST", "/v1/tickets", b"", body)) is None
+    headers = {
+        **api.headers(Role.SERVICE),
+        "Idempotency-Key": "cut-off",
+        "Content-Type": "application/json",
+    }
+    early = api.client.post("/v1/tickets", content=body, headers=headers)
+    assert early.json()["error"]["code"] == "idempotency_key_in_flight"
+    _age_unanswered_reservations(api.runtime)
+    retried = api.client.post("/v1/tickets", content=body, headers=headers)
+    assert retried.status_code == 201, retried.text
+    replayed = api.client.post("/v1/tickets", content=body, headers=headers)
+    assert replayed.json() == retried.json()
+    assert replayed.headers["idempotent-replayed"] == "true"
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -47,6 +47,7 @@ from domain.sla.policy import (
 from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 from ticketlog.group_commit import GroupCommitter
+from ticketlog.receipts import CommandAlreadyStored, CommandReceipt, pending_receipt
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class AnonymizationReport:
 
 # Set by the API for each request: what this request stored, so that a storage error after a
 # command was stored can say so (the client must not repeat it) instead of "nothing stored".
+# How old an address reservation whose user was never stored must be before another user may
+# take it over: longer than any request runs.
+ABANDONED_AFTER = timedelta(minutes=1)
+
 stored_in_request: ContextVar[list[int] | None] = ContextVar("stored_in_request", default=None)
 
 
@@ -168,13 +173,32 @@ class HelpDesk(Application[UUID]):
             work.collect_events(*objs)
             if not work.events:
                 return []
-            recordings = self.committer.record(work)
+            recordings = self._record_with_receipt(work)
             self._take_snapshots(work)
             self._notify(recordings)
         stored = stored_in_request.get()
         if stored is not None:  # what this request stored, whatever fails after (views_lagging)
             stored.extend(r.notification.id for r in recordings)
         return recordings
+
+    def _record_with_receipt(self, work: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Group-commit the work, with the request's command receipt if it still owes one.
+
+        The receipt goes first, so the last recording stays the command's own event."""
+        pending = pending_receipt.get()
+        if pending is None or pending.stored:
+            return self.committer.record(work)
+        receipt = CommandReceipt(key=pending.key)
+        with_receipt: ProcessingEvent[UUID] = ProcessingEvent()
+        with_receipt.collect_events(receipt, *work.events)
+        try:
+            recordings = self.committer.record(with_receipt)
+        except IntegrityError:
+            if self.recorder.select_events(receipt.id, limit=1):
+                raise CommandAlreadyStored() from None
+            raise  # a version conflict of the command's own aggregate: it re-runs
+        pending.stored = True
+        return recordings[1:]
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         # Every key the save needs, created in one vault commit before any event is written.
@@ -243,7 +267,7 @@ class HelpDesk(Application[UUID]):
         owner = f"user:{user_id}"
         digest = self.emails.digest(email)
         reservation = self.emails.reserve(digest, owner)
-        if reservation is Reservation.TAKEN:
+        if reservation is Reservation.TAKEN and not self._reclaimed(digest, owner):
             raise RuleViolation("another user has this email address", code="email_taken")
         try:
             yield digest
@@ -254,6 +278,23 @@ class HelpDesk(Application[UUID]):
                 except Exception as e:  # the save's own error matters more; pruned later
                     log.warning("email digest of %s not released: %s", user_id, type(e).__name__)
             raise
+
+    def _reclaimed(self, digest: bytes, owner: str) -> bool:
+        """Take over a digest left by a registration or change that never got stored (the
+        server died between reserving and saving): its holder's stored address is another.
+        Only once its reservation is older than a request can run, so a registration still
+        under way keeps its address."""
+        holder = self.emails.owner_of(digest)
+        if holder is None:  # released meanwhile: reserve again
+            return self.emails.reserve(digest, owner) is not Reservation.TAKEN
+        try:
+            holder_id = UUID(holder.removeprefix("user:"))
+        except ValueError:
+            return False
+        if self._stored_email_is(holder_id, digest):
+            return False
+        before = datetime.now(UTC) - ABANDONED_AFTER  # the vault keeps wall-clock time
+        return self.emails.take_over(digest, holder, owner, before)
 
     def _stored_email_is(self, user_id: UUID, digest: bytes) -> bool:
         """Whether the user's stored address has this digest; True when the log cannot say
