@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from domain.ids import id_text
 from domain.sla.metrics import (
     AgentReplied,
     Fact,
@@ -33,7 +34,7 @@ from domain.sla.schedule import Schedule
 from domain.ticket import Ticket
 from domain.user import User, UserKind
 from projections.sql import Cursor
-from projections.views import id_text, timestamp
+from projections.views import timestamp
 
 Resolve = Callable[[list[Any]], PolicyTerms | None]  # a stored policy reference -> its terms
 

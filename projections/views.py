@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from uuid import UUID
 
 import orjson
 
 from crypto.fields import Sealed
+from domain.ids import id_text
 from domain.ticket import Ticket
 from domain.user import User
 from projections.sql import Cursor
@@ -31,21 +31,6 @@ def timestamp(value: datetime) -> str:
         utc = value if value.tzinfo is UTC else value.astimezone(UTC)
         text = utc.isoformat(timespec="microseconds")
         _last_timestamp = (value, text)
-    return text
-
-
-_id_texts: dict[int, str] = {}
-
-
-def id_text(value: UUID) -> str:
-    """`str(value)`, remembered: a batch's events name the same few tickets and people over
-    and over, and formatting a UUID was a tenth of a rebuild. Keyed by the UUID's integer,
-    whose hash is cheaper than the UUID's own."""
-    text = _id_texts.get(value.int)
-    if text is None:
-        if len(_id_texts) >= 4096:  # bounded, so memory stays flat however long the log
-            _id_texts.clear()
-        text = _id_texts[value.int] = str(value)
     return text
 
 
