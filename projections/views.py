@@ -239,18 +239,19 @@ class HelpDeskView:
         self._active(c, e.requester_id, e.occurred_at)
 
     def _comment_added(self, c: Cursor, e: Ticket.CommentAdded) -> None:
-        self._batch(c).comments.append(
-            [
-                id_text(e.originator_id),
-                e.originator_version,
-                id_text(e.author_id),
-                sealed_text(e.body),
-                int(e.public),
-                timestamp(e.occurred_at),
-            ]
-        )
-        self._touch(c, e)
-        self._active(c, e.author_id, e.occurred_at)
+        # The commonest event: `_touch` and `_active` written out, each id and time formatted
+        # once (the helpers cost a fifth of this view's time).
+        batch = self._batch(c)
+        ticket_id, author = id_text(e.originator_id), id_text(e.author_id)
+        at, version = timestamp(e.occurred_at), e.originator_version
+        batch.comments.append([ticket_id, version, author, sealed_text(e.body), int(e.public), at])
+        row = batch.opened.get(ticket_id)
+        if row is None:
+            row = batch.changes.setdefault(ticket_id, {})
+        row["updated_at"] = at
+        row["version"] = version
+        if at > batch.activity.get(author, ""):
+            batch.activity[author] = at
 
     def _assigned(self, c: Cursor, e: Ticket.Assigned) -> None:
         self._set_ticket(c, e, assignee_id=id_text(e.assignee_id))
