@@ -12,17 +12,23 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from crypto.fields import Sealed, open_sealed, seal
 from crypto.vault import DataKey, KeyVault
+from domain.ids import id_text
 from domain.personal import DataSubject, personal_fields_of
 
 TID = TypeVar("TID")
 # The layers of each (event, subjects) pair of one save, keyed by the event object's id.
 _Plans = dict[tuple[int, tuple[DataSubject, ...]], list[DataKey]]
+
+
+def _text(originator_id: Any) -> str:
+    return id_text(originator_id) if type(originator_id) is UUID else str(originator_id)
 
 
 class PersonalDataMapper(Mapper[Any]):
@@ -76,7 +82,7 @@ class PersonalDataMapper(Mapper[Any]):
         fields = personal_fields_of(type(domain_event))
         if fields:
             state = domain_event.__dict__
-            originator_id = str(stored_event.originator_id)
+            originator_id = _text(stored_event.originator_id)
             for field in fields:
                 sealed = Sealed(originator_id, stored_event.originator_version, field, state[field])
                 state[field] = open_sealed(sealed, self.vault) if self.open_fields else sealed

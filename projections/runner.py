@@ -93,8 +93,12 @@ class ProjectionRunner:
             chosen = list(views or self.views)
             self._passes_begun += 1
             self._reached = 0
-            self.store.reset(chosen)
-            return self._apply_together(chosen, 0, progress)[0]
+            dropped = self.store.reset(chosen, drop_indexes=True)
+            try:
+                return self._apply_together(chosen, 0, progress)[0]
+            finally:
+                if dropped:
+                    self.store.create_indexes(chosen)
 
     def _apply_together(
         self, views: list[View], position: int, progress: Progress | None

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from domain.ids import id_text
 from domain.sla.metrics import (
     AgentReplied,
     Fact,
@@ -33,7 +34,7 @@ from domain.sla.schedule import Schedule
 from domain.ticket import Ticket
 from domain.user import User, UserKind
 from projections.sql import Cursor
-from projections.views import id_text, timestamp
+from projections.views import timestamp
 
 Resolve = Callable[[list[Any]], PolicyTerms | None]  # a stored policy reference -> its terms
 
@@ -267,7 +268,12 @@ class SlaView:
             return
         author = id_text(e.author_id)
         if author == ticket["requester_id"]:
-            self._append(c, ticket, ["requester", timestamp(e.occurred_at), None])
+            # The commonest case, `_append` written out (its calls were a fifth of this view).
+            at, ticket_id, batch = timestamp(e.occurred_at), ticket["ticket_id"], self._batch(c)
+            ticket["timeline"].append(["requester", at, None])
+            ticket["last_at"] = at
+            batch.changed.add(ticket_id)
+            batch.to_evaluate.add(ticket_id)
             return
         person = c.execute("SELECT is_agent FROM view_sla_people WHERE id = ?", [author]).fetchone()
         if person is None or not person["is_agent"]:

@@ -13,6 +13,13 @@ from projections.sql import Cursor, Database
 from projections.views import View
 
 TRACKING_TABLE_POSTGRES = "view_tracking"
+_CREATE_INDEX = "CREATE INDEX IF NOT EXISTS "
+
+
+def _index_names(view: View) -> list[str]:
+    return [
+        s.removeprefix(_CREATE_INDEX).split()[0] for s in view.schema if s.startswith(_CREATE_INDEX)
+    ]
 
 
 class ViewStore:
@@ -78,15 +85,33 @@ class ViewStore:
     def position(self, view: View) -> int:
         return self.tracking.max_tracking_id(view.name) or 0
 
-    def reset(self, views: Sequence[View]) -> None:
-        """Empty the given views and forget their positions, in one transaction."""
+    def reset(self, views: Sequence[View], *, drop_indexes: bool = False) -> bool:
+        """Empty the given views and forget their positions, in one transaction.
+
+        With `drop_indexes`, on SQLite, their secondary indexes go too: building an index once
+        from a full table is cheaper than keeping it up to date through a rebuild's inserts
+        (the index pages of random ids are rewritten batch after batch). Returns whether they
+        were dropped; `create_indexes` puts them back, and so does opening the store, should the
+        process die before that. Not on PostgreSQL, whose index DDL takes table locks that a
+        scaled projector in another process may be waiting behind (see `create_tables`).
+        """
+        dropping = drop_indexes and not self.db.postgres
         with self.db.transaction() as c:
             for view in views:
+                if dropping:
+                    for name in _index_names(view):
+                        c.execute(f"DROP INDEX IF EXISTS {name}")
                 for table in view.tables:
                     c.execute(f"DELETE FROM {table}")
                 c.execute(
                     f"DELETE FROM {self.tracking_table} WHERE application_name = ?", [view.name]
                 )
+        return dropping
+
+    def create_indexes(self, views: Sequence[View]) -> None:
+        """Create the views' missing indexes (those `reset` dropped)."""
+        for view in views:
+            self.db.execute_script([s for s in view.schema if s.startswith(_CREATE_INDEX)])
 
     def close(self) -> None:
         self.db.close()

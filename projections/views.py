@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from uuid import UUID
 
 import orjson
 
 from crypto.fields import Sealed
+from domain.ids import id_text
 from domain.ticket import Ticket
 from domain.user import User
 from projections.sql import Cursor
@@ -31,21 +31,6 @@ def timestamp(value: datetime) -> str:
         utc = value if value.tzinfo is UTC else value.astimezone(UTC)
         text = utc.isoformat(timespec="microseconds")
         _last_timestamp = (value, text)
-    return text
-
-
-_id_texts: dict[int, str] = {}
-
-
-def id_text(value: UUID) -> str:
-    """`str(value)`, remembered: a batch's events name the same few tickets and people over
-    and over, and formatting a UUID was a tenth of a rebuild. Keyed by the UUID's integer,
-    whose hash is cheaper than the UUID's own."""
-    text = _id_texts.get(value.int)
-    if text is None:
-        if len(_id_texts) >= 4096:  # bounded, so memory stays flat however long the log
-            _id_texts.clear()
-        text = _id_texts[value.int] = str(value)
     return text
 
 
@@ -254,18 +239,19 @@ class HelpDeskView:
         self._active(c, e.requester_id, e.occurred_at)
 
     def _comment_added(self, c: Cursor, e: Ticket.CommentAdded) -> None:
-        self._batch(c).comments.append(
-            [
-                id_text(e.originator_id),
-                e.originator_version,
-                id_text(e.author_id),
-                sealed_text(e.body),
-                int(e.public),
-                timestamp(e.occurred_at),
-            ]
-        )
-        self._touch(c, e)
-        self._active(c, e.author_id, e.occurred_at)
+        # The commonest event: `_touch` and `_active` written out, each id and time formatted
+        # once (the helpers cost a fifth of this view's time).
+        batch = self._batch(c)
+        ticket_id, author = id_text(e.originator_id), id_text(e.author_id)
+        at, version = timestamp(e.occurred_at), e.originator_version
+        batch.comments.append([ticket_id, version, author, sealed_text(e.body), int(e.public), at])
+        row = batch.opened.get(ticket_id)
+        if row is None:
+            row = batch.changes.setdefault(ticket_id, {})
+        row["updated_at"] = at
+        row["version"] = version
+        if at > batch.activity.get(author, ""):
+            batch.activity[author] = at
 
     def _assigned(self, c: Cursor, e: Ticket.Assigned) -> None:
         self._set_ticket(c, e, assignee_id=id_text(e.assignee_id))

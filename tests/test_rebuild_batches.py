@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from domain.ticket import Priority, Status
 from domain.user import UserKind
 from tests.sla_fixtures import HandClock
@@ -74,3 +76,32 @@ def test_event_by_event_and_rebuilds_in_any_batches_give_identical_rows(
     rt.runner.batch_size = 500
     rt.runner.catch_up()  # catch-up batches view by view, rebuild all views together
     assert all_view_rows(rt) == one_by_one
+
+
+def index_names(rt: Runtime) -> set[str]:
+    sql = (
+        "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema()"
+        if rt.views.db.postgres
+        else "SELECT name FROM sqlite_master WHERE type = 'index'"
+    )
+    with rt.views.db.transaction(commit=False) as c:
+        return {r["name"] for r in c.execute(sql).fetchall()}
+
+
+def test_a_rebuild_leaves_every_index_in_place_even_when_it_fails(
+    clocked_runtime: Runtime, clock: HandClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = clocked_runtime
+    busy_help_desk(rt, clock)
+    before = index_names(rt)
+    assert "view_tickets_requester" in before
+    rt.runner.rebuild()
+    assert index_names(rt) == before
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(rt.runner.views[0], "flush", broken)
+    with pytest.raises(RuntimeError):
+        rt.runner.rebuild()
+    assert index_names(rt) == before

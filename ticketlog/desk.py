@@ -24,12 +24,13 @@ from eventsourcing.application import (
     Repository,
 )
 from eventsourcing.domain import Aggregate, DomainEventProtocol, MutableOrImmutableAggregate
-from eventsourcing.persistence import EventStore, IntegrityError, Mapper, Recording
+from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Mapper, Recording
 from eventsourcing.utils import Environment
 
 from crypto.blind_index import EmailIndex, Reservation
 from crypto.errors import HeldByLaw
 from crypto.mapper import PersonalDataMapper
+from crypto.transcoder import FastJSONTranscoder
 from crypto.vault import KeyVault
 from domain.access import AccessRecord
 from domain.errors import NotFound, RuleViolation, VersionMismatch
@@ -157,7 +158,9 @@ class HelpDesk(Application[UUID]):
         return Environment(name, dict(env or {}))
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return PersonalDataMapper(self.construct_transcoder(), self.vault)
+        transcoder = self.construct_transcoder()
+        assert isinstance(transcoder, JSONTranscoder)
+        return PersonalDataMapper(FastJSONTranscoder.like(transcoder), self.vault)
 
     def save(
         self,
