@@ -182,6 +182,24 @@ def test_serve_refuses_an_unreachable_postgres_vault(tmp_path: Path) -> None:
     assert snapshot(data) == {}
 
 
+def test_serve_refuses_an_unreachable_event_store_in_one_line(tmp_path: Path) -> None:
+    env = {"TICKETLOG_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/test"}
+    result = run_cli(tmp_path / "data", "serve", env=env)
+    _assert_refused(result, ["database cannot be used", "Connection refused"])
+
+
+def test_serve_refuses_a_locked_event_store_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    service_token(data)
+    holder = sqlite3.connect(data / "events.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another process writing, or a stuck one
+        result = run_cli(data, "serve", env={"TICKETLOG_LOCK_TIMEOUT": "1"})
+    finally:
+        holder.close()
+    _assert_refused(result, ["database cannot be used", "locked"])
+
+
 @pytest.mark.postgres
 def test_serve_refuses_an_empty_postgres_vault_beside_a_non_empty_log(
     seeded: Path, tmp_path: Path, postgres_url: str, pg_schema: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
+from eventsourcing.persistence import OperationalError
 
 from api.tokens import Role
 from crypto.checkpoint import NoteError
@@ -771,12 +774,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(getattr(args, "log_format", None) or settings.log_format)
         code: int = args.func(args, settings)
     except (ConfigError, CryptoError, NoteError, ValueError) as e:
-        if logs.is_json():
-            log.error("error: %s", e)
-        else:
-            print(f"ticketlog: error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(str(e))
+    except (OperationalError, sqlite3.OperationalError, psycopg.OperationalError) as e:
+        # Unreachable, locked or unwritable storage: say which, in one line. These messages
+        # name hosts, files and states, never stored values.
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return _refuse(
+            f"the database cannot be used: {reason}; check TICKETLOG_DATABASE_URL or the data "
+            "directory, and that no other process holds it locked"
+        )
     return code
+
+
+def _refuse(message: str) -> int:
+    if logs.is_json():
+        log.error("error: %s", message)
+    else:
+        print(f"ticketlog: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
