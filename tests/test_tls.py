@@ -22,8 +22,11 @@ from cryptography.x509.oid import NameOID
 from tests.test_cli import CLI, free_port, run_cli
 
 
-def self_signed(directory: Path, name: str = "server") -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, and its unencrypted key, as PEM files."""
+def self_signed(
+    directory: Path, name: str = "server", passphrase: bytes | None = None
+) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1, and its key (encrypted under the passphrase,
+    if given), as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.now(UTC)
@@ -51,10 +54,50 @@ def self_signed(directory: Path, name: str = "server") -> tuple[Path, Path]:
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption(),
         )
     )
     return cert_path, key_path
+
+
+def test_an_encrypted_key_opens_with_its_passphrase_from_the_environment(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, passphrase=b"correct horse")
+    flags = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    assert "TICKETLOG_SSL_KEYFILE_PASSWORD" in _refusal(tmp_path, *flags)
+    wrong = {"TICKETLOG_SSL_KEYFILE_PASSWORD": "wrong"}
+    assert "do not load" in _refusal(tmp_path, *flags, env=wrong)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), *flags],
+        env={
+            **os.environ,
+            "TICKETLOG_DATA_DIR": str(tmp_path / "data"),
+            "TICKETLOG_SSL_KEYFILE_PASSWORD": "correct horse",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "serve stopped"
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not come up over https"
+                time.sleep(0.2)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_serve_answers_over_https_with_the_given_certificate(tmp_path: Path) -> None:
@@ -107,8 +150,8 @@ def test_serve_answers_over_https_with_the_given_certificate(tmp_path: Path) -> 
             proc.wait()
 
 
-def _refusal(tmp_path: Path, *flags: str) -> str:
-    result = run_cli(tmp_path / "data", "serve", "--port", str(free_port()), *flags)
+def _refusal(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> str:
+    result = run_cli(tmp_path / "data", "serve", "--port", str(free_port()), *flags, env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

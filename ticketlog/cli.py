@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -58,9 +59,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ticketlog.background import Loop, ViewFollower
     from ticketlog.erasures import ErasureWatcher
     from ticketlog.sla_jobs import record_due_breaches
-    from ticketlog.tls import checked_tls
+    from ticketlog.tls import PASSWORD_VARIABLE, checked_tls
 
-    tls = checked_tls(args.ssl_certfile, args.ssl_keyfile)  # refuse before opening anything
+    # Refused before opening anything.
+    tls = checked_tls(args.ssl_certfile, args.ssl_keyfile, os.environ.get(PASSWORD_VARIABLE))
     backfill = ProgressBar("hashing events stored before the verifiable log")
     runtime = Runtime.open(settings, progress=backfill)
     backfill.finish()
@@ -112,6 +114,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 access_log=False,
                 ssl_certfile=tls.certfile,
                 ssl_keyfile=tls.keyfile,
+                ssl_keyfile_password=tls.password,
             )
         finally:
             stop_workers()
@@ -623,7 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=logs.LOG_FORMATS, help="text or json lines (TICKETLOG_LOG_FORMAT)"
     )
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (chain)")
-    serve.add_argument("--ssl-keyfile", help="the certificate's PEM private key (unencrypted)")
+    serve.add_argument(
+        "--ssl-keyfile",
+        help="the certificate's PEM private key (if encrypted, its passphrase in"
+        " TICKETLOG_SSL_KEYFILE_PASSWORD)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="API tokens").add_subparsers(dest="keys", required=True)

@@ -8,21 +8,22 @@ from typing import NamedTuple
 
 from ticketlog.config import ConfigError
 
-
-def _no_password() -> bytes:
-    return b""  # an encrypted key then fails to load, instead of prompting on a terminal
+# An encrypted private key's passphrase comes from the environment, never the command line
+# (which any local user can read in the process list).
+PASSWORD_VARIABLE = "TICKETLOG_SSL_KEYFILE_PASSWORD"  # noqa: S105 (a variable name)
 
 
 class TlsFiles(NamedTuple):
     certfile: str | None
     keyfile: str | None
+    password: str | None
 
 
-def checked_tls(certfile: str | None, keyfile: str | None) -> TlsFiles:
+def checked_tls(certfile: str | None, keyfile: str | None, password: str | None = None) -> TlsFiles:
     """The files for uvicorn (both None: plain HTTP); ConfigError, one line, when they cannot
     work, so `serve` stops with exit code 2 before opening anything."""
     if certfile is None and keyfile is None:
-        return TlsFiles(None, None)
+        return TlsFiles(None, None, None)
     if certfile is None or keyfile is None:
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together: give both or neither")
     for flag, name in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
@@ -34,12 +35,14 @@ def checked_tls(certfile: str | None, keyfile: str | None) -> TlsFiles:
         except OSError as e:
             raise ConfigError(f"{flag}: cannot read {name}: {e.strerror}") from None
     try:
+        # Without a password, an encrypted key fails to load instead of prompting on a terminal.
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
-            certfile, keyfile, password=_no_password
+            certfile, keyfile, password=lambda: (password or "").encode()
         )
     except (ssl.SSLError, OSError):
         raise ConfigError(
             f"--ssl-certfile {certfile} and --ssl-keyfile {keyfile} do not load as a PEM "
-            "certificate and its unencrypted private key"
+            "certificate and its private key (an encrypted key needs its passphrase in "
+            f"{PASSWORD_VARIABLE})"
         ) from None
-    return TlsFiles(certfile, keyfile)
+    return TlsFiles(certfile, keyfile, password)
