@@ -8,6 +8,7 @@ reports and audits work without any key.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
 
 from crypto.fields import Sealed, open_sealed, seal
 from crypto.vault import DataKey, KeyVault
@@ -23,8 +25,15 @@ from domain.ids import id_text
 from domain.personal import DataSubject, personal_fields_of
 
 TID = TypeVar("TID")
-# The layers of each (event, subjects) pair of one save, keyed by the event object's id.
-_Plans = dict[tuple[int, tuple[DataSubject, ...]], list[DataKey]]
+# The layers of each (event, subjects) pair of one save, keyed by the ids of the event object
+# and of its class's subjects tuple (hashing the tuple of dataclasses costs more than sealing).
+_Plans = dict[tuple[int, int], list[DataKey]]
+
+
+@functools.cache
+def _distinct_subjects(event_class: type) -> tuple[tuple[DataSubject, ...], ...]:
+    """The class's distinct subject tuples, each once (fields often share one)."""
+    return tuple({id(s): s for s in personal_fields_of(event_class).values()}.values())
 
 
 def _text(originator_id: Any) -> str:
@@ -62,20 +71,35 @@ class PersonalDataMapper(Mapper[Any]):
         fields = personal_fields_of(type(domain_event))
         if not fields:
             return super().to_stored_event(domain_event)
+        # The library's to_stored_event, on a copy of the state with the fields sealed (one copy,
+        # not a sealed twin of the event copied again).
         state = dict(vars(domain_event))
-        originator_id = str(state["originator_id"])
-        version = int(state["originator_version"])
+        oid, version = str(state["originator_id"]), state["originator_version"]
         planned: _Plans = getattr(self._planned, "layers", None) or {}
-        layer_cache: dict[tuple[DataSubject, ...], list[DataKey]] = {}
+        event_id = id(domain_event)
+        layer_cache: dict[int, list[DataKey]] = {}
         for field, subjects in fields.items():
-            layers = layer_cache.get(subjects) or planned.get((id(domain_event), subjects))
+            layers = layer_cache.get(id(subjects)) or planned.get((event_id, id(subjects)))
             if layers is None:
                 layers = self._layers(subjects, state)
-            layer_cache[subjects] = layers
-            state[field] = seal(state[field], layers, originator_id, version, field)
-        sealed_event = object.__new__(type(domain_event))
-        object.__setattr__(sealed_event, "__dict__", state)
-        return super().to_stored_event(sealed_event)
+            layer_cache[id(subjects)] = layers
+            state[field] = seal(state[field], layers, oid, version, field)
+        originator_id = state.pop("originator_id")
+        del state["originator_version"]
+        class_version = getattr(type(domain_event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        stored_state = self.transcoder.encode(state)
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(
+            originator_id=originator_id,
+            originator_version=version,
+            topic=get_topic(type(domain_event)),
+            state=stored_state,
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         domain_event = super().to_domain_event(stored_event)
@@ -103,7 +127,7 @@ class PersonalDataMapper(Mapper[Any]):
         pending = [
             (id(domain_event), subjects, vars(domain_event))
             for domain_event in domain_events
-            for subjects in set(personal_fields_of(type(domain_event)).values())
+            for subjects in _distinct_subjects(type(domain_event))
         ]
         known: dict[str, DataKey] = {}
 
@@ -118,7 +142,7 @@ class PersonalDataMapper(Mapper[Any]):
             for event_id, subjects, state in pending:
                 layers, missing = self._plan(subjects, state, lookup)
                 if missing is None:
-                    plans[event_id, subjects] = layers
+                    plans[event_id, id(subjects)] = layers
                 else:
                     wanted.setdefault(*missing)
                     unfinished.append((event_id, subjects, state))

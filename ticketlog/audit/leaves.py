@@ -68,6 +68,12 @@ def _hashes(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> list[by
     ]
 
 
+_INSERT_LEAF = (
+    f"INSERT INTO {LEAVES_TABLE} (leaf_index, notification_id, leaf_hash) "
+    f"VALUES ((SELECT COALESCE(MAX(leaf_index), -1) + 1 FROM {LEAVES_TABLE}), ?, ?)"
+)
+
+
 class LeafSQLiteRecorder(SQLiteApplicationRecorder):
     """Inserts events and their leaves in one SQLite transaction (the writer lock orders them)."""
 
@@ -81,12 +87,8 @@ class LeafSQLiteRecorder(SQLiteApplicationRecorder):
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs) or []
-        for n, digest in zip(ids, _hashes(ids, stored_events), strict=True):
-            c.execute(
-                f"INSERT INTO {LEAVES_TABLE} (leaf_index, notification_id, leaf_hash) "
-                f"VALUES ((SELECT COALESCE(MAX(leaf_index), -1) + 1 FROM {LEAVES_TABLE}), ?, ?)",
-                (n, digest),
-            )
+        if ids:  # one statement for the save's leaves; each row still takes the next position
+            c.executemany(_INSERT_LEAF, zip(ids, _hashes(ids, stored_events), strict=True))
         return ids
 
 
