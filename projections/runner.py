@@ -79,7 +79,7 @@ class ProjectionRunner:
                 return 0
             self._passes_begun += 1
             self._reached = 0
-            positions = [self.store.position(view) for view in self.views]
+            positions = self.store.positions(self.views)
             if positions and min(positions) == max(positions):
                 applied, self._reached = self._apply_together(self.views, positions[0], progress)
                 return applied
@@ -106,7 +106,8 @@ class ProjectionRunner:
         one commit per batch instead of one per view is most of a command's catch-up.
         Views only read their own tables and never change the event, so sharing it is safe.
         """
-        applied, total = 0, max(self.head() - position, 0)
+        # The head is read only to report progress: a command's catch-up needs no extra query.
+        applied, total = 0, max(self.head() - position, 0) if progress is not None else 0
         while views:
             batch = self.recorder.select_notifications(
                 start=position, limit=self.rebuild_batch_size, inclusive_of_start=False
