@@ -87,6 +87,14 @@ class ProjectionRunner:
             self._reached = head
             return applied
 
+    def catch_up_unless_busy(self) -> int:
+        """`catch_up`, unless a pass is running now: then that pass or the next (another
+        caller's, or the background follower's) takes in what is new, and nobody waits for
+        it. For writes no answer reads back, such as access records."""
+        if self._lock.locked():
+            return 0
+        return self.catch_up()
+
     def rebuild(self, views: Sequence[View] | None = None, progress: Progress | None = None) -> int:
         """Empty the views and apply the whole log again."""
         with self._lock:
