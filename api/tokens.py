@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -13,6 +14,11 @@ from uuid import uuid4
 from projections.sql import Database
 
 TOKEN_PREFIX = "tl_"  # noqa: S105 (a marker, not a secret)
+# A token authenticated this recently is trusted without asking the database again. Revoking
+# in this process takes effect at once; a revocation by another process (`ticketlog keys
+# revoke` beside a running server) within this many seconds.
+RECENT_SECONDS = 1.0
+MAX_RECENT = 1024
 
 
 class Role(StrEnum):
@@ -45,6 +51,7 @@ class TokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.execute_script(self.schema)
+        self._recent: dict[str, tuple[float, Principal]] = {}  # by token hash: (until, who)
 
     def create(self, role: Role, name: str) -> tuple[Principal, str]:
         """A new token; the secret is returned once and never stored."""
@@ -76,7 +83,19 @@ class TokenStore:
             ).fetchone()
         if row is None or not hmac.compare_digest(row["token_hash"], digest):
             return None
-        return Principal(row["id"], row["name"], Role(row["role"]))
+        who = Principal(row["id"], row["name"], Role(row["role"]))
+        if len(self._recent) >= MAX_RECENT:
+            self._recent.clear()
+        self._recent[digest] = (time.monotonic() + RECENT_SECONDS, who)
+        return who
+
+    def recently_authenticated(self, token: str) -> Principal | None:
+        """The token's principal if `authenticate` accepted it within RECENT_SECONDS: no
+        database access, so the API can check a busy token on its event loop."""
+        entry = self._recent.get(_hash(token))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
 
     def list(self) -> list[dict[str, str | None]]:
         with self.db.transaction(commit=False) as c:
@@ -86,6 +105,7 @@ class TokenStore:
         return [dict(row) for row in rows]
 
     def revoke(self, token_id: str) -> bool:
+        self._recent.clear()
         with self.db.transaction() as c:
             row = c.execute(
                 "SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]

@@ -79,13 +79,21 @@ class ProjectionRunner:
                 return 0
             self._passes_begun += 1
             self._reached = 0
-            positions = [self.store.position(view) for view in self.views]
+            positions = self.store.positions(self.views)
             if positions and min(positions) == max(positions):
                 applied, self._reached = self._apply_together(self.views, positions[0], progress)
                 return applied
             applied = max((self._catch_up_view(view, progress) for view in self.views), default=0)
             self._reached = head
             return applied
+
+    def catch_up_unless_busy(self) -> int:
+        """`catch_up`, unless a pass is running now: then that pass or the next (another
+        caller's, or the background follower's) takes in what is new, and nobody waits for
+        it. For writes no answer reads back, such as access records."""
+        if self._lock.locked():
+            return 0
+        return self.catch_up()
 
     def rebuild(self, views: Sequence[View] | None = None, progress: Progress | None = None) -> int:
         """Empty the views and apply the whole log again."""
@@ -110,7 +118,8 @@ class ProjectionRunner:
         one commit per batch instead of one per view is most of a command's catch-up.
         Views only read their own tables and never change the event, so sharing it is safe.
         """
-        applied, total = 0, max(self.head() - position, 0)
+        # The head is read only to report progress: a command's catch-up needs no extra query.
+        applied, total = 0, max(self.head() - position, 0) if progress is not None else 0
         while views:
             batch = self.recorder.select_notifications(
                 start=position, limit=self.rebuild_batch_size, inclusive_of_start=False

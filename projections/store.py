@@ -85,6 +85,11 @@ class ViewStore:
     def position(self, view: View) -> int:
         return self.tracking.max_tracking_id(view.name) or 0
 
+    def positions(self, views: Sequence[View]) -> list[int]:
+        """Each view's position, read in one transaction (not one per view)."""
+        with self.db.transaction(commit=False) as c:
+            return [self.tracking._max_tracking_id(view.name, c.raw) or 0 for view in views]
+
     def reset(self, views: Sequence[View], *, drop_indexes: bool = False) -> bool:
         """Empty the given views and forget their positions, in one transaction.
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
-from api.tokens import Role
+from api import tokens
+from api.tokens import Role, TokenStore
 from tests.conftest import Api
 
 
@@ -281,6 +283,22 @@ def test_revoked_token_is_refused(api: Api) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     assert api.client.get("/v1/tickets", headers=headers).status_code == 200
     assert api.runtime.tokens.revoke(principal.token_id)
+    assert api.client.get("/v1/tickets", headers=headers).status_code == 401
+
+
+def test_token_revoked_elsewhere_is_refused_once_the_recent_check_expires(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's revocation (a second store on the same database) is not seen by this
+    process's recent-token memory until RECENT_SECONDS have passed; then the token is refused."""
+    principal, token = api.runtime.tokens.create(Role.SERVICE, "revoked elsewhere")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/v1/tickets", headers=headers).status_code == 200
+    assert TokenStore(api.runtime.tokens.db).revoke(principal.token_id)
+    assert api.runtime.tokens.recently_authenticated(token) == principal
+    later = time.monotonic() + tokens.RECENT_SECONDS + 1
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+    assert api.runtime.tokens.recently_authenticated(token) is None
     assert api.client.get("/v1/tickets", headers=headers).status_code == 401
 
 

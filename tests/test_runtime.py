@@ -165,3 +165,16 @@ def test_a_missing_vault_beside_a_postgres_log_is_refused(
     with pytest.raises(KeyVaultError, match="missing or empty"):
         Runtime.open(settings)
     assert not settings.keys_path.exists()
+
+
+def test_catch_up_unless_busy_leaves_new_events_to_the_pass_running(settings: Settings) -> None:
+    rt = Runtime.open(settings)
+    try:
+        rt.desk.register_user(UserKind.CUSTOMER, "Busy Runner", "busy@runner.example")
+        with rt.runner._lock:  # another caller's pass is running
+            assert rt.runner.catch_up_unless_busy() == 0
+        assert all(s.lag == 1 for s in rt.runner.status())
+        assert rt.runner.catch_up_unless_busy() == 1
+        assert all(s.lag == 0 for s in rt.runner.status())
+    finally:
+        rt.close()

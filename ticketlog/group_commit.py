@@ -114,8 +114,8 @@ class GroupCommitter:
             combined = members[0].work
         else:
             combined = ProcessingEvent()
-            for member in members:
-                combined.collect_events(*member.work.events)
+            for member in members:  # events already (no `collect_events` Protocol checks)
+                combined.events.extend(member.work.events)
         recordings = self._record(combined)
         start = 0
         for member in members:

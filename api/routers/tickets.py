@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from api.access import opener_for, record_access, record_history_access
-from api.deps import RuntimeDep, parse_id, require
+from api.deps import RuntimeDep, parse_id, pooled, require
 from api.errors import ApiError
 from api.present import history_event
 from api.schemas import (
@@ -48,6 +48,7 @@ def _read(runtime: Runtime, who: Principal, request: Request, ticket_id: UUID) -
 @router.post(
     "", status_code=201, response_model=TicketOut, responses={201: {"headers": ETAG_HEADER}}
 )
+@pooled
 def open_ticket(
     body: TicketCreate,
     runtime: RuntimeDep,
@@ -134,6 +135,7 @@ def _restricted(runtime: Runtime, user_id: UUID) -> bool:
     response_model=TicketOut,
     responses=command_responses(201),
 )
+@pooled
 def comment(
     ticket_id: str,
     body: CommentCreate,
@@ -152,6 +154,7 @@ def comment(
 
 
 @router.post("/{ticket_id}/assign", response_model=TicketOut, responses=command_responses(200))
+@pooled
 def assign(
     ticket_id: str,
     body: AssignRequest,
@@ -168,6 +171,7 @@ def assign(
 
 
 @router.post("/{ticket_id}/status", response_model=TicketOut, responses=command_responses(200))
+@pooled
 def change_status(
     ticket_id: str,
     body: StatusRequest,
@@ -184,6 +188,7 @@ def change_status(
 
 
 @router.post("/{ticket_id}/priority", response_model=TicketOut, responses=command_responses(200))
+@pooled
 def change_priority(
     ticket_id: str,
     body: PriorityRequest,
@@ -200,6 +205,7 @@ def change_priority(
 
 
 @router.post("/{ticket_id}/tags", response_model=TicketOut, responses=command_responses(200))
+@pooled
 def change_tags(
     ticket_id: str,
     body: TagsRequest,
