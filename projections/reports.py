@@ -12,7 +12,7 @@ query) against today's policy and schedule versions. Slower, and only on request
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,28 +44,39 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return round(value, 2)
 
 
+# Outcomes as small integers: a report reads one per target, and CPython shares small ints
+# where a string per row would be a new object.
+ACHIEVED, BREACHED, ACTIVE = 0, 1, 2
+_OUTCOME_CODE = (
+    "CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN 0"
+    " WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN 1"
+    " ELSE 2 END"
+)
+_CODES = {"achieved": ACHIEVED, "breached": BREACHED, "active": ACTIVE}
+
+
 @dataclass
 class _Tally:
-    achieved: int = 0
-    breached: int = 0
-    active: int = 0
-
     def __post_init__(self) -> None:
-        self.calendar: list[float] = []
-        self.business: list[float] = []
+        self.counts = [0, 0, 0]  # by outcome code
+        self.calendar_s: list[int] = []
+        self.business_s: list[int] = []
 
     def summary(self, metric: str) -> dict[str, Any]:
-        decided = self.achieved + self.breached
+        achieved, breached, active = self.counts
+        decided = achieved + breached
+        calendar = [s / 60 for s in self.calendar_s]
+        business = [s / 60 for s in self.business_s]
         return {
             "metric": metric,
-            "achieved": self.achieved,
-            "breached": self.breached,
-            "active": self.active,
-            "achievement_pct": None if not decided else round(100 * self.achieved / decided, 1),
-            "median_calendar_minutes": percentile(self.calendar, 0.5),
-            "p90_calendar_minutes": percentile(self.calendar, 0.9),
-            "median_business_minutes": percentile(self.business, 0.5),
-            "p90_business_minutes": percentile(self.business, 0.9),
+            "achieved": achieved,
+            "breached": breached,
+            "active": active,
+            "achievement_pct": None if not decided else round(100 * achieved / decided, 1),
+            "median_calendar_minutes": percentile(calendar, 0.5),
+            "p90_calendar_minutes": percentile(calendar, 0.9),
+            "median_business_minutes": percentile(business, 0.5),
+            "p90_business_minutes": percentile(business, 0.9),
         }
 
 
@@ -87,18 +98,35 @@ class Reports:
     def _report_rows(
         self, start: datetime, end: datetime, now: datetime, group_by: str
     ) -> list[tuple[Any, ...]]:
-        """Only the columns a report tallies, all held by one index (`view_sla_targets_report`),
-        so the database answers from the index alone; read as tuples, which is much cheaper
-        than by name when a window holds a hundred thousand targets."""
-        columns = (_GROUP_COLUMNS[group_by], "policy_name", *_TALLIED)
+        """Per target (group, metric, outcome code, calendar s, business s; the times only when
+        fulfilled): columns one index holds (`view_sla_targets_report`), so the database answers
+        from the index alone, read as tuples of mostly small integers, which is much cheaper
+        than by name when a window holds a couple of hundred thousand targets."""
+        fulfilled = "CASE WHEN fulfilled_at IS NULL THEN NULL ELSE {} END"
         with self.db.transaction(commit=False) as c:
-            rows = c.tuples(
-                f"SELECT {', '.join(columns[:-1])}, {_OUTCOME}"
-                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?"
-                f" ORDER BY started_at",
+            return c.tuples(
+                f"SELECT {_GROUP_COLUMNS[group_by]}, metric, {_OUTCOME_CODE},"
+                f" {fulfilled.format('elapsed_calendar_s')},"
+                f" {fulfilled.format('elapsed_business_s')}"
+                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?",
                 [timestamp(now), timestamp(start), timestamp(end)],
             )
-        return rows
+
+    def _policy_names(
+        self, policy_ids: Iterable[str | None], start: datetime, end: datetime
+    ) -> dict[str | None, str | None]:
+        """Each policy's name as of its latest target in the window (policies can be renamed)."""
+        names: dict[str | None, str | None] = {}
+        with self.db.transaction(commit=False) as c:
+            for policy_id in policy_ids:
+                row = c.tuples(
+                    "SELECT policy_name FROM view_sla_targets"
+                    " WHERE started_at >= ? AND started_at < ? AND policy_id = ?"
+                    " ORDER BY started_at DESC LIMIT 1",
+                    [timestamp(start), timestamp(end), policy_id],
+                )
+                names[policy_id] = row[0][0] if row else policy_id
+        return names
 
     def _targets_configured_now(
         self, start: datetime, end: datetime, now: datetime
@@ -148,15 +176,27 @@ class Reports:
         configured_now: bool = False,
     ) -> list[dict[str, Any]]:
         """Per group and metric: achieved, breached, active, achievement %, median and p90."""
+        labels: dict[str | None, str | None] = {}
         if configured_now:
             column = _GROUP_COLUMNS[group_by]
+            targets = self._targets_configured_now(start, end, now)
             rows = [
-                (r[column], r["policy_name"], *(r[c] for c in _TALLIED))
-                for r in self._targets_configured_now(start, end, now)
+                (
+                    r[column],
+                    r["metric"],
+                    _CODES[r["outcome"]],
+                    None if r["fulfilled_at"] is None else r["elapsed_calendar_s"],
+                    None if r["fulfilled_at"] is None else r["elapsed_business_s"],
+                )
+                for r in targets
             ]
+            if group_by == "policy":  # oldest first: the latest name wins
+                labels = {r["policy_id"]: r["policy_name"] for r in targets}
+            tallies = _tally(rows)
         else:
-            rows = self._report_rows(start, end, now, group_by)
-        tallies, labels = _tally(rows, labelled=group_by == "policy")
+            tallies = _tally(self._report_rows(start, end, now, group_by))
+            if group_by == "policy":
+                labels = self._policy_names({key for key, _ in tallies}, start, end)
         groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
         for (key, metric), tally in tallies.items():
             groups[key].append(tally.summary(metric))
@@ -242,23 +282,17 @@ class Reports:
 
 
 _GROUP_COLUMNS = {"policy": "policy_id", "priority": "priority", "assignee": "assignee_id"}
-_TALLIED = ("metric", "fulfilled_at", "elapsed_calendar_s", "elapsed_business_s", "outcome")
 
 
-def _tally(
-    rows: Sequence[tuple[Any, ...]], labelled: bool
-) -> tuple[dict[tuple[str | None, str], _Tally], dict[str | None, str | None]]:
-    """Tallies per group and metric from rows (group, policy name, *_TALLIED), oldest first."""
+def _tally(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str | None, str], _Tally]:
+    """Tallies per group and metric from rows (group, metric, outcome code, calendar s,
+    business s)."""
     tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
-    labels: dict[str | None, str | None] = {}
-    for group, name, metric, fulfilled_at, calendar_s, business_s, outcome in rows:
-        key = None if group is None else str(group)
-        if labelled:
-            labels[key] = name  # oldest first: the latest name wins
-        tally = tallies[(key, metric)]
-        setattr(tally, outcome, getattr(tally, outcome) + 1)
-        if fulfilled_at is not None:
-            tally.calendar.append(calendar_s / 60)
+    for group, metric, outcome, calendar_s, business_s in rows:
+        tally = tallies[(None if group is None else str(group), metric)]
+        tally.counts[outcome] += 1
+        if calendar_s is not None:
+            tally.calendar_s.append(calendar_s)
             if business_s is not None:
-                tally.business.append(business_s / 60)
-    return tallies, labels
+                tally.business_s.append(business_s)
+    return tallies

@@ -191,3 +191,26 @@ def test_configured_now_recomputes_with_todays_policy_beside_then(
     assert (then["resolution"]["achieved"], then["resolution"]["active"]) == (2, 1)
     # The stored rows are untouched: "then" is still what it was.
     assert then["first_reply"]["median_calendar_minutes"] == 60.0
+
+
+def test_a_renamed_policy_is_labelled_by_its_latest_name_in_the_window(
+    sla_api: Api, clock: HandClock
+) -> None:
+    api = sla_api
+    s = scene(api, clock)
+    standard = s["standard"]
+    body = {
+        "name": "Standard (renamed)",
+        "targets": standard["targets"],
+        "schedule_id": standard["schedule_id"],
+    }
+    r = api.put(f"/v1/sla/policies/{standard['id']}", body, role=Role.ADMIN)
+    assert r.status_code == 200, r.text
+    before = [g["label"] for g in api.get("/v1/reports/sla", **WINDOW).json()["groups"]]
+    assert sorted(before) == ["Standard", "Urgent"]  # its targets in the window began before
+    clock.advance(60)
+    api.ticket(s["customer"]["id"])  # a target under the new name
+    after = [g["label"] for g in api.get("/v1/reports/sla", **WINDOW).json()["groups"]]
+    assert sorted(after) == ["Standard (renamed)", "Urgent"]
+    configured = api.get("/v1/reports/sla", configured="now", **WINDOW).json()["groups"]
+    assert sorted(g["label"] for g in configured) == ["Standard (renamed)", "Urgent"]
