@@ -287,12 +287,12 @@ _GROUP_COLUMNS = {"policy": "policy_id", "priority": "priority", "assignee": "as
 def _tally(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str | None, str], _Tally]:
     """Tallies per group and metric from rows (group, metric, outcome code, calendar s,
     business s)."""
-    tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
+    tallies: dict[tuple[Any, str], _Tally] = defaultdict(_Tally)
     for group, metric, outcome, calendar_s, business_s in rows:
-        tally = tallies[(None if group is None else str(group), metric)]
+        tally = tallies[(group, metric)]
         tally.counts[outcome] += 1
         if calendar_s is not None:
             tally.calendar_s.append(calendar_s)
             if business_s is not None:
                 tally.business_s.append(business_s)
-    return tallies
+    return {(None if g is None else str(g), m): t for (g, m), t in tallies.items()}
