@@ -13,14 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import storage_faults
 from crypto.errors import KeyVaultError, ScopeErased, TamperedData
 from domain.errors import DomainError, NotFound, ProcessingRestricted, VersionMismatch
 from projections.kafka import ViewsLagging
 from projections.queries import BadCursor
-from ticketlog.desk import stored_in_request
 from ticketlog.logs import REQUEST_ID_HEADER, request_id
 
 log = logging.getLogger("ticketlog.api")
@@ -150,7 +148,7 @@ def install(app: FastAPI) -> None:
     # The library wraps driver errors; the vault and some stores meet them unwrapped.
     for kind in (OperationalError, sqlite3.OperationalError, psycopg.OperationalError, OSError):
         app.add_exception_handler(kind, storage_fault)
-    app.add_middleware(_TrackStored)
+    # What each request stored, read by `storage_faults.answer_for`, is tracked by RequestLog.
 
     @app.exception_handler(ViewsLagging)
     async def lagging(_: Request, exc: ViewsLagging) -> Response:
@@ -182,20 +180,3 @@ def install(app: FastAPI) -> None:
         return error_response(
             500, "internal_error", "an unexpected error occurred", headers=headers
         )
-
-
-class _TrackStored:
-    """Gives each request a record of the events it stored (see `stored_in_request`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        token = stored_in_request.set([])
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            stored_in_request.reset(token)

@@ -31,9 +31,9 @@ from eventsourcing.persistence import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import authenticate
 from api.errors import error_response, storage_fault_response
 from api.limits import BodyTooLarge, is_streaming, read_body, replay
-from api.requestlog import note_caller
 from api.tokens import TokenStore
 from projections.sql import Database
 from ticketlog.receipts import PendingReceipt, pending_receipt
@@ -215,10 +215,9 @@ class Idempotency:
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        principal = await run_in_threadpool(self.tokens.authenticate, token.strip())
+        principal = await authenticate(self.tokens, token.strip())
         if principal is None:
             return None
-        note_caller(principal)
         return Secrets.derive(principal.token_id, token.strip(), key)
 
     async def _answer(

@@ -1,4 +1,6 @@
-"""Request ids and the access line: one log line per request, with no values in it.
+"""Request ids, the access line (one log line per request, with no values in it) and the record
+of what each request stored (`stored_in_request`, so a storage fault after a command was stored
+answers `views_lagging`).
 
 Pure ASGI and outermost, so every response (a 429, a 413, an idempotent replay) carries
 `X-Request-ID` and every line logged while handling the request names it. The access line holds
@@ -16,6 +18,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.tokens import Principal
+from ticketlog.desk import stored_in_request
 from ticketlog.logs import REQUEST_ID_HEADER, accept_request_id, request_id
 
 log = logging.getLogger("ticketlog.http")
@@ -62,6 +65,7 @@ class RequestLog:
         request_id.set(rid)
         caller = Caller()
         _caller.set(caller)
+        stored_in_request.set([])
         started = time.perf_counter()
         status = 500
 

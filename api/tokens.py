@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,9 @@ class TokenStore:
         self.db = db
         db.execute_script(self.schema)
         self._recent: dict[str, tuple[float, Principal]] = {}  # by token hash: (until, who)
+        # Bumped by each revocation: a lookup that read the row before it must not remember it.
+        self._revocations = 0
+        self._recent_lock = threading.Lock()
 
     def create(self, role: Role, name: str) -> tuple[Principal, str]:
         """A new token; the secret is returned once and never stored."""
@@ -75,6 +79,7 @@ class TokenStore:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             return None
         digest = _hash(token)
+        revocations = self._revocations
         with self.db.transaction(commit=False) as c:
             row = c.execute(
                 "SELECT id, name, role, token_hash FROM api_tokens"
@@ -84,9 +89,11 @@ class TokenStore:
         if row is None or not hmac.compare_digest(row["token_hash"], digest):
             return None
         who = Principal(row["id"], row["name"], Role(row["role"]))
-        if len(self._recent) >= MAX_RECENT:
-            self._recent.clear()
-        self._recent[digest] = (time.monotonic() + RECENT_SECONDS, who)
+        with self._recent_lock:
+            if revocations == self._revocations:  # else answered as read, not remembered
+                if len(self._recent) >= MAX_RECENT:
+                    self._recent.clear()
+                self._recent[digest] = (time.monotonic() + RECENT_SECONDS, who)
         return who
 
     def recently_authenticated(self, token: str) -> Principal | None:
@@ -105,7 +112,6 @@ class TokenStore:
         return [dict(row) for row in rows]
 
     def revoke(self, token_id: str) -> bool:
-        self._recent.clear()
         with self.db.transaction() as c:
             row = c.execute(
                 "SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
@@ -116,4 +122,8 @@ class TokenStore:
                 "UPDATE api_tokens SET revoked_at = ? WHERE id = ?",
                 [datetime.now(UTC).isoformat(), token_id],
             )
+        # After the commit: a lookup that read the row before it is then not remembered.
+        with self._recent_lock:
+            self._revocations += 1
+            self._recent.clear()
         return True

@@ -302,6 +302,27 @@ def test_token_revoked_elsewhere_is_refused_once_the_recent_check_expires(
     assert api.client.get("/v1/tickets", headers=headers).status_code == 401
 
 
+def test_revocation_overtaking_a_lookup_is_not_forgotten(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup that read the token's row just before this process revoked it must not then
+    remember the token: revoking in this process takes effect at once."""
+    store = api.runtime.tokens
+    principal, token = store.create(Role.SERVICE, "revoked mid-lookup")
+    compare = tokens.hmac.compare_digest
+
+    def revoke_then_compare(a: str, b: str) -> bool:  # runs after the SELECT, before remembering
+        monkeypatch.setattr(tokens.hmac, "compare_digest", compare)
+        assert store.revoke(principal.token_id)
+        return compare(a, b)
+
+    monkeypatch.setattr(tokens.hmac, "compare_digest", revoke_then_compare)
+    assert store.authenticate(token) == principal  # answered as it read the row
+    assert store.recently_authenticated(token) is None
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/v1/tickets", headers=headers).status_code == 401
+
+
 def test_export_has_everything_about_the_person(api: Api) -> None:
     maria = api.user(name="Maria Export", email="maria@export.example")
     other = api.user()
