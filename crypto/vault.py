@@ -720,7 +720,7 @@ class KeyVault:
                 # erasure's own commit to the event store, still under way.
                 self._hurry.wait(PURGE_DELAY)
                 if item != _PURGE_ALL:
-                    self._evict_owned(item)
+                    self.forget_owned_by(item)
                     with self._lock:
                         self._erased_here.discard(item)
                 self._purge(item)
@@ -745,14 +745,8 @@ class KeyVault:
     # Cache
 
     def _data_key(self, row: Any) -> DataKey:
-        key_id, scope, owner, wrapped, wrapped_by, kek = (
-            bytes(row[0]),
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            row[5],
-        )
+        key_id, scope, owner, wrapped, wrapped_by, kek = row
+        key_id = bytes(key_id)
         if wrapped is None or (wrapped_by == BY_OWNER and kek is None):
             return DataKey(key_id, scope, owner, None)
         wrapped = bytes(wrapped)
@@ -805,17 +799,14 @@ class KeyVault:
     def forget_owned_by(self, owner: str) -> int:
         """Drop cached keys of a person (their own and those they own): another process erased
         them, and the next read must see the tombstones. Returns how many were dropped."""
-        return len(self._evict_owned(owner))
-
-    def _evict_owned(self, owner: str) -> list[DataKey]:
-        evicted = []
+        dropped = 0
         with self._lock:
             for key_id in self._owned_cache.pop(owner, set()):
                 entry = self._cache.pop(key_id, None)
                 if entry is not None:
                     self._scope_cache.pop(entry[1].scope, None)
-                    evicted.append(entry[1])
-        return evicted
+                    dropped += 1
+        return dropped
 
     def forget_cached(self) -> None:
         """Drop every cached key (another process erased someone)."""

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from ticketlog.logs import LOG_FORMATS
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
@@ -287,6 +289,6 @@ def _rate_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _log_format(env: Mapping[str, str]) -> str:
     text = env.get("TICKETLOG_LOG_FORMAT") or "text"
-    if text not in ("text", "json"):
+    if text not in LOG_FORMATS:
         raise ConfigError(f"TICKETLOG_LOG_FORMAT must be text or json, got {text[:40]!r}")
     return text

@@ -126,12 +126,12 @@ class AnonymizationReport:
     position: int | None
 
 
-# Set by the API for each request: what this request stored, so that a storage error after a
-# command was stored can say so (the client must not repeat it) instead of "nothing stored".
 # How old an address reservation whose user was never stored must be before another user may
 # take it over: longer than any request runs.
 ABANDONED_AFTER = timedelta(minutes=1)
 
+# Set by the API for each request: what this request stored, so that a storage error after a
+# command was stored can say so (the client must not repeat it) instead of "nothing stored".
 stored_in_request: ContextVar[list[int] | None] = ContextVar("stored_in_request", default=None)
 
 
@@ -306,13 +306,21 @@ class HelpDesk(Application[UUID]):
         """Whether the user's stored address has this digest; True when the log cannot say
         (keeping a reservation errs on the safe side; `keys index-emails` prunes it later)."""
         try:
-            user: Aggregate = self.repository.get(user_id)  # opened: the digest needs it
-        except AggregateNotFoundError:
-            return False
+            return self.stored_email_digest(user_id) == digest
         except Exception:
             return True
-        email = getattr(user, "email", None)
-        return isinstance(email, str) and self.emails.digest(email) == digest
+
+    def stored_email_digest(self, user_id: UUID) -> bytes | None:
+        """The blind-index digest of the user's stored address; None for no such user, or one
+        erased, anonymized or without an address."""
+        try:
+            user: Aggregate = self.repository.get(user_id)  # opened: the digest needs it
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(user, User) or user.erased or user.anonymized:
+            return None
+        # ERASED (a destroyed profile key) is no string: the address is gone.
+        return self.emails.digest(user.email) if isinstance(user.email, str) else None
 
     def set_notification_preferences(self, user_id: UUID, preferences: Preferences) -> None:
         def command() -> User:

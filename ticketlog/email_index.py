@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from crypto.blind_index import Reservation
@@ -117,12 +116,9 @@ def _current_digests(desk: HelpDesk, progress: Progress | None) -> dict[str, byt
 
 def _fresh_digest(desk: HelpDesk, user_id: str) -> bytes | None:
     try:
-        user: Any = desk.repository.get(UUID(user_id))
-    except (AggregateNotFoundError, ValueError):
+        return desk.stored_email_digest(UUID(user_id))
+    except ValueError:  # not a user's id
         return None
-    if not isinstance(user, User) or user.erased or user.anonymized:
-        return None
-    return _digest(desk, user.email)
 
 
 def _digest(desk: HelpDesk, email: Any) -> bytes | None:
