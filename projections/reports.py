@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,11 +25,17 @@ from projections.views import timestamp
 
 GROUPS = ("policy", "priority", "assignee")
 
-_OUTCOME = (
-    "CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN 'achieved'"
-    " WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN 'breached'"
-    " ELSE 'active' END"
-)
+
+def _outcome(achieved: str, breached: str, active: str) -> str:
+    """A target's outcome as an SQL expression (one parameter: now), with these values."""
+    return (
+        f"CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN {achieved}"
+        f" WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN {breached}"
+        f" ELSE {active} END"
+    )
+
+
+_OUTCOME = _outcome("'achieved'", "'breached'", "'active'")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -47,17 +52,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 # Outcomes as small integers: a report reads one per target, and CPython shares small ints
 # where a string per row would be a new object.
 ACHIEVED, BREACHED, ACTIVE = 0, 1, 2
-_OUTCOME_CODE = (
-    "CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN 0"
-    " WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN 1"
-    " ELSE 2 END"
-)
+_OUTCOME_CODE = _outcome(str(ACHIEVED), str(BREACHED), str(ACTIVE))
 _CODES = {"achieved": ACHIEVED, "breached": BREACHED, "active": ACTIVE}
 
 
-@dataclass
 class _Tally:
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         self.counts = [0, 0, 0]  # by outcome code
         self.calendar_s: list[int] = []
         self.business_s: list[int] = []

@@ -81,7 +81,9 @@ class ProjectionRunner:
             self._reached = 0
             positions = self.store.positions(self.views)
             if positions and min(positions) == max(positions):
-                applied, self._reached = self._apply_together(self.views, positions[0], progress)
+                applied, self._reached = self._apply_together(
+                    self.views, positions[0], self.batch_size, progress
+                )
                 return applied
             applied = max((self._catch_up_view(view, progress) for view in self.views), default=0)
             self._reached = head
@@ -103,13 +105,13 @@ class ProjectionRunner:
             self._reached = 0
             dropped = self.store.reset(chosen, drop_indexes=True)
             try:
-                return self._apply_together(chosen, 0, progress)[0]
+                return self._apply_together(chosen, 0, self.rebuild_batch_size, progress)[0]
             finally:
                 if dropped:
                     self.store.create_indexes(chosen)
 
     def _apply_together(
-        self, views: list[View], position: int, progress: Progress | None
+        self, views: list[View], position: int, batch_size: int, progress: Progress | None
     ) -> tuple[int, int]:
         """Views at one position: read and decode the log once for all, one transaction per
         batch; returns (events applied, position reached).
@@ -122,7 +124,7 @@ class ProjectionRunner:
         applied, total = 0, max(self.head() - position, 0) if progress is not None else 0
         while views:
             batch = self.recorder.select_notifications(
-                start=position, limit=self.rebuild_batch_size, inclusive_of_start=False
+                start=position, limit=batch_size, inclusive_of_start=False
             )
             if not batch:
                 break

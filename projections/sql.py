@@ -121,6 +121,8 @@ class Database:
             pragmas = conn.cursor()
             pragmas.execute("PRAGMA wal_autocheckpoint")
             checkpoint_pages = pragmas.fetchone()[0]
+            pragmas.execute("PRAGMA synchronous")
+            synchronous = pragmas.fetchone()[0]
             pragmas.execute("PRAGMA synchronous = NORMAL")  # not allowed inside one
             # Copying the WAL back into the database after ten times as many pages: a page
             # that batch after batch rewrites (an index's, a busy ticket's) is then copied and
@@ -130,7 +132,7 @@ class Database:
                 with conn.transaction(commit=commit) as c:
                     yield Cursor(c, self.postgres)
             finally:
-                pragmas.execute("PRAGMA synchronous = FULL")
+                pragmas.execute(f"PRAGMA synchronous = {int(synchronous)}")
                 pragmas.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
 
     def execute_script(self, statements: Iterable[str]) -> None:

@@ -20,7 +20,6 @@ class ProgressBar:
         self.unit = unit
         self.stream = stream or sys.stderr
         self.width = width
-        self.unit = unit
         # With JSON logs, progress is a log line like any other, so stderr stays JSON lines.
         self.as_log = stream is None and logs.is_json()
         self.tty = self.stream.isatty() and not self.as_log

@@ -7,9 +7,6 @@ compares the live views with views rebuilt from the log into a fresh store."""
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +24,7 @@ from projections.runner import ProjectionRunner
 from projections.sql import Database
 from projections.store import ViewStore
 from ticketlog.config import Settings
+from ticketlog.loopback import environment, free_port, stop_process, wait_until_answering
 from ticketlog.progress import ProgressBar
 from ticketlog.relay import event_log
 from ticketlog.runtime import Runtime, all_views
@@ -79,25 +77,18 @@ def _vm_rss_kb(pid: int) -> int | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """`ticketlog serve` in a child process, on loopback, its log in a file."""
 
     def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETLOG_")}
-        env |= {
-            "TICKETLOG_DATA_DIR": str(data_dir),
-            "TICKETLOG_RATE_LIMIT": "0",  # the soak measures the service, not the limiter
-            "TICKETLOG_RETENTION_INTERVAL": "0",
-            "TICKETLOG_LOG_FORMAT": "json",
-        }
+        env = environment(
+            TICKETLOG_DATA_DIR=str(data_dir),
+            TICKETLOG_RATE_LIMIT="0",  # the soak measures the service, not the limiter
+            TICKETLOG_RETENTION_INTERVAL="0",
+            TICKETLOG_LOG_FORMAT="json",
+        )
         self.log_path = log_path
         self._log = log_path.open("wb")
         command = [sys.executable, "-m", "ticketlog.cli", "serve", "--host", "127.0.0.1"]
@@ -105,18 +96,13 @@ class Server:
             [*command, "--port", str(self.port)], env=env, stdout=self._log, stderr=self._log
         )
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"serve did not answer /healthz within {timeout:.0f} s")
+    def wait_ready(self) -> None:
+        wait_until_answering(
+            self.proc,
+            f"{self.base_url}/healthz",
+            interval=0.2,
+            why_exited=lambda: f"see {self.log_path}",
+        )
 
     def wait_views_caught_up(self, timeout: float = 30) -> bool:
         deadline = time.monotonic() + timeout
@@ -128,13 +114,7 @@ class Server:
         return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
         self._log.close()
 
 

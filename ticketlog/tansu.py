@@ -7,11 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from ticketlog.loopback import free_port, stop_process
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["KafkaBroker", "free_port", "installed_binary"]  # tests import free_port here
 
 
 class KafkaBroker:
@@ -55,13 +53,8 @@ class KafkaBroker:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
         self.process = None
 
 

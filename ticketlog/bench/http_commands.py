@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from api.tokens import Role
 from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT
 from ticketlog.bench.report import Row
 from ticketlog.config import Settings
+from ticketlog.loopback import environment, free_port, stop_process, wait_until_answering
 from ticketlog.runtime import Runtime
 
 GOAL = 0.50
@@ -64,46 +63,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _process(args: list[str], env: dict[str, str], port: int, token: str) -> Iterator[Server]:
     # Logs go to a file: a pipe nobody reads fills up and then blocks the server.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)  # noqa: S603
         base_url = f"http://127.0.0.1:{port}"
+
+        def log_tail() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")[-2000:]
+
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    err = log.read().decode(errors="replace")
-                    raise RuntimeError(f"the server exited early: {err[-2000:]}")
-                try:
-                    if httpx.get(f"{base_url}/openapi.json", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start within 60 s")
-                time.sleep(0.1)
+            # /openapi.json: the bare app has no /healthz.
+            wait_until_answering(proc, f"{base_url}/openapi.json", why_exited=log_tail)
             yield Server(base_url, port, token, proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETLOG_")}
-    return {**env, **extra}
+            stop_process(proc)
 
 
 @contextmanager
@@ -113,8 +89,8 @@ def ticketlog_server(data_dir: Path) -> Iterator[Server]:
         token = runtime.tokens.create(Role.SERVICE, "bench")[1]
     finally:
         runtime.close()
-    port = _free_port()
-    env = _environment(TICKETLOG_DATA_DIR=str(data_dir), TICKETLOG_RATE_LIMIT="0")
+    port = free_port()
+    env = environment(TICKETLOG_DATA_DIR=str(data_dir), TICKETLOG_RATE_LIMIT="0")
     args = [sys.executable, "-m", "ticketlog.cli", "serve", "--port", str(port)]
     with _process(args, env, port, token) as server:
         yield server
@@ -122,9 +98,9 @@ def ticketlog_server(data_dir: Path) -> Iterator[Server]:
 
 @contextmanager
 def bare_server() -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "ticketlog.bench.bare_app", str(port)]
-    with _process(args, _environment(), port, "bare") as server:
+    with _process(args, environment(), port, "bare") as server:
         yield server
 
 
