@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from api.live import LiveServer
 from api.tokens import Role
+from projections.sql import Database
+from projections.views import View
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import Runtime
 from ticketlog.tansu import KafkaBroker
@@ -60,13 +63,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def pg_settings(tmp_path: Path, postgres_url: str, pg_schema: str) -> Settings:
+    """A data dir whose event log and views live in the test's fresh PostgreSQL schema."""
+    return Settings(data_dir=tmp_path / "data", database_url=f"{postgres_url}?schema={pg_schema}")
+
+
+@pytest.fixture
 def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    data_dir = tmp_path / "data"
     if backend == "sqlite":
-        return Settings(data_dir=data_dir)
-    schema = request.getfixturevalue("pg_schema")
-    url = request.getfixturevalue("postgres_url")
-    return Settings(data_dir=data_dir, database_url=f"{url}?schema={schema}")
+        return Settings(data_dir=tmp_path / "data")
+    return request.getfixturevalue("pg_settings")
 
 
 @pytest.fixture
@@ -135,6 +141,16 @@ def api(runtime: Runtime) -> Iterator[Api]:
     yield from open_api(runtime)()
 
 
+@pytest.fixture
+def unlimited_api(settings: Settings) -> Iterator[Api]:
+    """The live server without the rate limit: for many requests at once."""
+    runtime = Runtime.open(dataclasses.replace(settings, rate_limit=0.0))
+    try:
+        yield from open_api(runtime)()
+    finally:
+        runtime.close()
+
+
 def raw_hits(data_dir: Path, needles: list[str]) -> list[tuple[str, str]]:
     """(file, needle) for every needle found in the raw bytes of any file under data_dir."""
     hits = []
@@ -168,6 +184,19 @@ def postgres_hits(settings: Settings, needles: list[str]) -> list[tuple[str, str
             raw = b"\n".join(blobs)
             hits += [(table, n) for n in needles if n.encode() in raw]
     return hits
+
+
+def view_rows(db: Database, views: Iterable[View]) -> dict[str, list[str]]:
+    """Every row of the views' tables, in a stable order (SQLite or PostgreSQL)."""
+    with db.transaction(commit=False) as c:
+        return {
+            table: sorted(
+                repr(sorted(dict(r).items()))
+                for r in c.execute(f"SELECT * FROM {table}").fetchall()
+            )
+            for view in views
+            for table in view.tables
+        }
 
 
 @pytest.fixture

@@ -77,6 +77,19 @@ def standard_policy(api: Api, name: str = "Standard", **overrides: Any) -> dict[
     return dict(r.json())
 
 
+def change_policy(api: Api, policy: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """PUT the policy back with the given fields changed; the answer must be 200."""
+    body = {
+        "name": policy["name"],
+        "targets": policy["targets"],
+        "schedule_id": policy["schedule_id"],
+        **changes,
+    }
+    r = api.put(f"/v1/sla/policies/{policy['id']}", body, role=Role.ADMIN)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 def targets(api: Api, ticket_id: object, **params: object) -> dict[tuple[str, int], Any]:
     r = api.get(f"/v1/tickets/{ticket_id}/sla", **params)
     assert r.status_code == 200, r.text

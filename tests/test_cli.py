@@ -7,12 +7,14 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -46,40 +48,72 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a process as an operator would: SIGTERM, then SIGKILL if it does not stop in time."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def first_answer(
+    proc: subprocess.Popen[Any],
+    url: str,
+    output: Callable[[], str],
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.Response:
+    """The first HTTP answer from url while proc runs (a bounded wait for start-up)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"serve exited: {output()}"
+        try:
+            return httpx.get(url, verify=verify, timeout=2)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"serve did not come up at {url}"
+            time.sleep(0.1)
+
+
 @contextmanager
 def serving(
-    data_dir: Path, env: dict[str, str] | None = None
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    flags: tuple[str, ...] = (),
+    log: Path | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`ticketlog serve` on a free port, up and answering /healthz; stopped afterwards.
+
+    Its output goes to a pipe, or to the file log (a pipe nobody reads could stall a busy
+    server). With --ssl-certfile among the flags it is reached over https, trusting verify."""
     port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        env={**os.environ, "TICKETLOG_DATA_DIR": str(data_dir), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    scheme = "https" if "--ssl-certfile" in flags else "http"
+    with ExitStack() as files:
+        out = files.enter_context(log.open("a")) if log else subprocess.PIPE
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port), *flags],
+            env={**os.environ, "TICKETLOG_DATA_DIR": str(data_dir), **(env or {})},
+            stdout=out,
+            stderr=out,
+            text=True,
+        )
+
+    def output() -> str:
+        if log:
+            return log.read_text()
+        return proc.stderr.read() if proc.stderr else ""
+
+    base = f"{scheme}://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("serve did not come up")
-            time.sleep(0.1)
+        health = first_answer(proc, f"{base}/healthz", output, verify)
+        assert health.status_code == 200, health.text
         yield base, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_keys_create_prints_the_token_last_and_stores_only_its_hash(tmp_path: Path) -> None:

@@ -3,10 +3,9 @@ writes (412) and apply current ones, also when the command lost a race and re-ra
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -17,23 +16,12 @@ from eventsourcing.persistence import IntegrityError
 from api.tokens import Role
 from domain.errors import VersionMismatch
 from domain.ticket import Ticket
-from tests.conftest import Api, open_api
+from tests.conftest import Api
 from tests.test_attachments import upload
-from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
 
 THREADS = 16
 COMMENTS_EACH = 10
-
-
-@pytest.fixture
-def unlimited_api(settings: Settings) -> Iterator[Api]:
-    """The live server without the rate limit: the point is many requests at once."""
-    runtime = Runtime.open(dataclasses.replace(settings, rate_limit=0.0))
-    try:
-        yield from open_api(runtime)()
-    finally:
-        runtime.close()
 
 
 def in_threads(count: int, work: Callable[[int], None]) -> None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,8 @@ import pytest
 
 from api.tokens import Role
 from crypto.master import MasterKey
-from tests.test_cli import CLI, free_port, run_cli, serving
+from tests.conftest import view_rows
+from tests.test_cli import CLI, run_cli, serving
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.runtime import PG_EVENTS_TABLE, Runtime, all_views, open_views_db
 
@@ -218,8 +219,6 @@ def test_serve_refuses_an_empty_postgres_vault_beside_a_non_empty_log(
 
 # Storage faults on a live server -------------------------------------------------------------
 
-FAST_LOCKS = {"TICKETLOG_LOCK_TIMEOUT": "1", "TICKETLOG_RATE_LIMIT": "0"}
-
 
 def count_events(data: Path, topic: str | None = None) -> int:
     conn = sqlite3.connect(data / "events.db", timeout=30)
@@ -238,17 +237,7 @@ def dump_views(settings: Settings | Path) -> dict[str, list[str]]:
         settings = Settings(data_dir=settings)
     db = open_views_db(settings)
     try:
-        with db.transaction(commit=False) as c:
-            return {
-                table: sorted(
-                    repr(sorted(dict(zip(r.keys(), tuple(r), strict=True)).items()))
-                    if not isinstance(r, dict)
-                    else repr(sorted(r.items()))
-                    for r in c.execute(f"SELECT * FROM {table}").fetchall()
-                )
-                for view in all_views()
-                for table in view.tables
-            }
+        return view_rows(db, all_views())
     finally:
         db.close()
 
@@ -330,11 +319,9 @@ def test_a_locked_database_answers_storage_busy_and_stores_nothing(tmp_path: Pat
 
 @pytest.mark.postgres
 def test_a_locked_postgres_log_answers_storage_busy(
-    tmp_path: Path, postgres_url: str, pg_schema: str
+    tmp_path: Path, postgres_url: str, pg_schema: str, pg_settings: Settings
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"{postgres_url}?schema={pg_schema}"
-    )
+    settings = pg_settings
     token = service_token(settings)
     env = {"TICKETLOG_DATABASE_URL": str(settings.database_url)}
     with (
@@ -421,40 +408,11 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-@contextmanager
 def server(
     data: Path, log: Path, env: dict[str, str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`ticketlog serve` with its output in a file (a pipe nobody reads could stall it)."""
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)],
-            env={**os.environ, "TICKETLOG_DATA_DIR": str(data), **FAST_LOCKS, **(env or {})},
-            stdout=out,
-            stderr=out,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # bounded wait for start-up
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("serve did not come up")
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+) -> AbstractContextManager[tuple[str, subprocess.Popen[str]]]:
+    """`ticketlog serve` with short lock timeouts, its output in a file."""
+    return serving(data, {**FAST_LOCKS, **(env or {})}, log=log)
 
 
 def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path: Path) -> None:

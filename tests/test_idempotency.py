@@ -31,6 +31,19 @@ def _post(api: Api, path: str, body: object, key: str, role: Role = Role.SERVICE
     return api.client.post(path, json=body, headers=headers)
 
 
+def _comment_on_a_new_ticket(
+    api: Api, body: str, key: str
+) -> tuple[str, dict[str, object], httpx.Response]:
+    """A new ticket's first comment, sent with key: (comments path, comment, answer: 201)."""
+    requester = api.user()
+    ticket = api.ticket(requester["id"])
+    comment = {"author_id": requester["id"], "body": body, "public": True}
+    path = f"/v1/tickets/{ticket['id']}/comments"
+    first = _post(api, path, comment, key)
+    assert first.status_code == 201, first.text
+    return path, comment, first
+
+
 def test_a_retry_returns_the_first_response_and_appends_nothing(api: Api) -> None:
     key = str(uuid.uuid4())
     first = _post(api, "/v1/users", _user("first@example.com"), key)
@@ -44,27 +57,17 @@ def test_a_retry_returns_the_first_response_and_appends_nothing(api: Api) -> Non
 
 
 def test_commands_on_a_ticket_are_not_applied_twice(api: Api) -> None:
-    requester = api.user()
-    ticket = api.ticket(requester["id"])
-    comment = {"author_id": requester["id"], "body": "once only", "public": True}
     key = "comment-" + uuid.uuid4().hex
-    path = f"/v1/tickets/{ticket['id']}/comments"
-    first = _post(api, path, comment, key)
-    assert first.status_code == 201, first.text
+    path, comment, first = _comment_on_a_new_ticket(api, "once only", key)
     for _ in range(3):
         assert _post(api, path, comment, key).json() == first.json()
-    read = api.get(f"/v1/tickets/{ticket['id']}").json()
+    read = api.get(path.removesuffix("/comments")).json()
     assert [c["body"] for c in read["comments"]].count("once only") == 1
 
 
 def test_a_replay_repeats_the_etag_and_content_type_but_not_the_request_id(api: Api) -> None:
-    requester = api.user()
-    ticket = api.ticket(requester["id"])
-    comment = {"author_id": requester["id"], "body": "versioned", "public": True}
     key = "etag-" + uuid.uuid4().hex
-    path = f"/v1/tickets/{ticket['id']}/comments"
-    first = _post(api, path, comment, key)
-    assert first.status_code == 201, first.text
+    path, comment, first = _comment_on_a_new_ticket(api, "versioned", key)
     assert first.headers["etag"] == f'"{first.json()["version"]}"'
     again = _post(api, path, comment, key)
     assert again.headers["idempotent-replayed"] == "true"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,7 @@ def test_an_old_layout_vault_still_reads_and_erases(tmp_path: Path) -> None:
         {"user:alice": "user:alice", "ticket:t1": "user:alice", "user:bob": "user:bob"},
     )
     before = _wrapped_rows(path)
-    vault = KeyVault.open_sqlite(path, master)
-    try:
+    with closing(KeyVault.open_sqlite(path, master)) as vault:
         for scope, key_and_raw in old.items():
             key = vault.key_by_id(key_and_raw[:KEY_ID_BYTES])
             assert key.scope == scope
@@ -108,15 +108,10 @@ def test_an_old_layout_vault_still_reads_and_erases(tmp_path: Path) -> None:
             assert _files_holding(tmp_path, before[scope]) == []
         assert _files_holding(tmp_path, before["user:bob"])
         assert set(_wrapped_rows(path)) == {"user:bob"}
-    finally:
-        vault.close()
-    reopened = KeyVault.open_sqlite(path, master)
-    try:
+    with closing(KeyVault.open_sqlite(path, master)) as reopened:
         assert reopened.is_destroyed("ticket:t2")
         with pytest.raises(ScopeErased):
             reopened.key_for_writing("user:alice", "user:alice")
-    finally:
-        reopened.close()
 
 
 def test_an_old_layout_tombstone_still_refuses_new_keys(tmp_path: Path) -> None:
@@ -126,18 +121,13 @@ def test_an_old_layout_tombstone_still_refuses_new_keys(tmp_path: Path) -> None:
     conn.execute("UPDATE data_keys SET wrapped=NULL, destroyed_at=created_at")
     conn.commit()
     conn.close()
-    vault = KeyVault.open_sqlite(path, master)
-    try:
-        with pytest.raises(ScopeErased):
-            vault.key_for_writing("ticket:t9", "user:carol")
-    finally:
-        vault.close()
+    with closing(KeyVault.open_sqlite(path, master)) as vault, pytest.raises(ScopeErased):
+        vault.key_for_writing("ticket:t9", "user:carol")
 
 
 def test_erasure_destroys_one_kek_and_the_purge_empties_what_it_wrapped(tmp_path: Path) -> None:
     path, master = tmp_path / "keys.db", MasterKey.generate()
-    vault = KeyVault.open_sqlite(path, master)
-    try:
+    with closing(KeyVault.open_sqlite(path, master)) as vault:
         tickets = vault.keys_for_writing((f"ticket:t{i}", "user:dan") for i in range(50))
         vault.key_for_writing("user:dan", "user:dan")
         vault.key_for_writing("ticket:x", "user:eve")
@@ -148,8 +138,6 @@ def test_erasure_destroys_one_kek_and_the_purge_empties_what_it_wrapped(tmp_path
         assert all(destroyed for _, destroyed in vault.owned_scopes("user:dan"))
         vault.wait_purged()
         assert set(_wrapped_rows(path)) == {"ticket:x"}
-    finally:
-        vault.close()
 
 
 def test_rows_left_by_a_crash_before_the_purge_are_purged_at_open(tmp_path: Path) -> None:
@@ -163,14 +151,11 @@ def test_rows_left_by_a_crash_before_the_purge_are_purged_at_open(tmp_path: Path
     conn.execute("UPDATE owner_keys SET wrapped=NULL, destroyed_at=created_at")
     conn.commit()
     conn.close()
-    vault = KeyVault.open_sqlite(path, master)
-    try:
+    with closing(KeyVault.open_sqlite(path, master)) as vault:
         assert vault.is_destroyed("ticket:t1")
         vault.wait_purged()
         assert _wrapped_rows(path) == {}
         assert _files_holding(tmp_path, wrapped["ticket:t1"]) == []
-    finally:
-        vault.close()
 
 
 def test_a_save_that_needs_a_key_of_an_erased_person_creates_no_keys(runtime: Runtime) -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.test_cli import CLI, free_port, new_token, run_cli
+from tests.test_cli import new_token, run_cli, serving
 from ticketlog.logs import JsonFormatter, TextFormatter
 
 # Personal values a help desk would hold; none may reach a log line.
@@ -52,107 +48,82 @@ def test_json_logs_carry_request_ids_and_no_personal_data(tmp_path: Path) -> Non
     data = tmp_path / "data"
     service = {"Authorization": f"Bearer {new_token(data, 'service')}"}
     compliance = {"Authorization": f"Bearer {new_token(data, 'compliance')}"}
-    port = free_port()
-    out, err = (tmp_path / "serve.out").open("wb"), (tmp_path / "serve.err").open("wb")
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port), "--log-format", "json"],
-        env={**os.environ, "TICKETLOG_DATA_DIR": str(data)},
-        stdout=out,
-        stderr=err,
-    )
-    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
     sent_ids: list[str] = []
-    try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, "serve exited"
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.1)
+    with (
+        serving(data, flags=("--log-format", "json"), log=log) as (base, _),
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
 
-            def call(method: str, path: str, **kw: object) -> httpx.Response:
-                rid = f"test-{uuid.uuid4().hex[:12]}"
-                headers = {**kw.pop("headers", service), "X-Request-ID": rid}  # type: ignore[dict-item]
-                r = http.request(method, path, headers=headers, **kw)  # type: ignore[arg-type]
-                assert r.headers["X-Request-ID"] == rid  # a well-formed id comes back as sent
-                sent_ids.append(rid)
-                return r
+        def call(method: str, path: str, **kw: object) -> httpx.Response:
+            rid = f"test-{uuid.uuid4().hex[:12]}"
+            headers = {**kw.pop("headers", service), "X-Request-ID": rid}  # type: ignore[dict-item]
+            r = http.request(method, path, headers=headers, **kw)  # type: ignore[arg-type]
+            assert r.headers["X-Request-ID"] == rid  # a well-formed id comes back as sent
+            sent_ids.append(rid)
+            return r
 
-            users = [
-                call("POST", "/v1/users", json={"kind": "customer", **p}).json() for p in PEOPLE
-            ]
-            agent = call(
+        users = [call("POST", "/v1/users", json={"kind": "customer", **p}).json() for p in PEOPLE]
+        agent = call(
+            "POST",
+            "/v1/users",
+            json={"kind": "agent", "name": "Agent Smith", "email": "a@x.io"},
+        ).json()
+        requester = users[0]["id"]
+        ticket = call(
+            "POST",
+            "/v1/tickets",
+            json={"requester_id": requester, "subject": SUBJECT, "body": BODY},
+        ).json()
+        tid = ticket["id"]
+        comment = {"author_id": requester, "body": COMMENT}
+        assert call("POST", f"/v1/tickets/{tid}/comments", json=comment).status_code == 201
+        assert call("GET", f"/v1/tickets/{tid}").status_code == 200
+        assert call("GET", f"/v1/users/{users[1]['id']}").status_code == 200
+
+        # Invalid bodies quoting personal values: 422, and the values stay out of the logs.
+        bad_email = {"kind": "customer", "name": PEOPLE[0]["name"], "email": BAD_EMAIL}
+        assert call("POST", "/v1/users", json=bad_email).status_code == 422
+        bad_phone = {**PEOPLE[1], "kind": "customer", "phone": BAD_PHONE}
+        assert call("POST", "/v1/users", json=bad_phone).status_code == 422
+        extra = {**PEOPLE[1], "kind": "customer", "nickname": EXTRA_FIELD}
+        assert call("POST", "/v1/users", json=extra).status_code == 422
+        broken = f'{{"kind": "customer", "name": "{EXTRA_FIELD}", '.encode()
+        assert (
+            call(
                 "POST",
                 "/v1/users",
-                json={"kind": "agent", "name": "Agent Smith", "email": "a@x.io"},
-            ).json()
-            requester = users[0]["id"]
-            ticket = call(
-                "POST",
-                "/v1/tickets",
-                json={"requester_id": requester, "subject": SUBJECT, "body": BODY},
-            ).json()
-            tid = ticket["id"]
-            comment = {"author_id": requester, "body": COMMENT}
-            assert call("POST", f"/v1/tickets/{tid}/comments", json=comment).status_code == 201
-            assert call("GET", f"/v1/tickets/{tid}").status_code == 200
-            assert call("GET", f"/v1/users/{users[1]['id']}").status_code == 200
+                content=broken,
+                headers={**service, "Content-Type": "application/json"},
+            ).status_code
+            == 422
+        )
+        # Values in the path and the query string: neither is logged.
+        assert call("GET", f"/v1/users/{PEOPLE[0]['email']}").status_code == 404
+        assert call("GET", "/v1/tickets", params={"status": PEOPLE[1]["name"]}).status_code == 422
+        assert call("GET", f"/v1/tickets/{uuid.uuid4()}").status_code == 404
 
-            # Invalid bodies quoting personal values: 422, and the values stay out of the logs.
-            bad_email = {"kind": "customer", "name": PEOPLE[0]["name"], "email": BAD_EMAIL}
-            assert call("POST", "/v1/users", json=bad_email).status_code == 422
-            bad_phone = {**PEOPLE[1], "kind": "customer", "phone": BAD_PHONE}
-            assert call("POST", "/v1/users", json=bad_phone).status_code == 422
-            extra = {**PEOPLE[1], "kind": "customer", "nickname": EXTRA_FIELD}
-            assert call("POST", "/v1/users", json=extra).status_code == 422
-            broken = f'{{"kind": "customer", "name": "{EXTRA_FIELD}", '.encode()
-            assert (
-                call(
-                    "POST",
-                    "/v1/users",
-                    content=broken,
-                    headers={**service, "Content-Type": "application/json"},
-                ).status_code
-                == 422
-            )
-            # Values in the path and the query string: neither is logged.
-            assert call("GET", f"/v1/users/{PEOPLE[0]['email']}").status_code == 404
-            assert (
-                call("GET", "/v1/tickets", params={"status": PEOPLE[1]["name"]}).status_code == 422
-            )
-            assert call("GET", f"/v1/tickets/{uuid.uuid4()}").status_code == 404
+        # A 409: an agent-less ticket cannot be solved.
+        solve = call("POST", f"/v1/tickets/{tid}/status", json={"status": "solved"})
+        assert solve.status_code == 409
+        assert call(
+            "POST", f"/v1/tickets/{tid}/assign", json={"assignee_id": agent["id"]}
+        ).is_success
+        export = call("GET", f"/v1/subjects/{requester}/export", headers=compliance)
+        assert export.status_code == 200
+        assert call("POST", f"/v1/subjects/{requester}/erase", headers=compliance).is_success
+        after = call("POST", f"/v1/tickets/{tid}/comments", json=comment)
+        assert after.status_code == 409
 
-            # A 409: an agent-less ticket cannot be solved.
-            solve = call("POST", f"/v1/tickets/{tid}/status", json={"status": "solved"})
-            assert solve.status_code == 409
-            assert call(
-                "POST", f"/v1/tickets/{tid}/assign", json={"assignee_id": agent["id"]}
-            ).is_success
-            export = call("GET", f"/v1/subjects/{requester}/export", headers=compliance)
-            assert export.status_code == 200
-            assert call("POST", f"/v1/subjects/{requester}/erase", headers=compliance).is_success
-            after = call("POST", f"/v1/tickets/{tid}/comments", json=comment)
-            assert after.status_code == 409
+        # A malformed id (spaces, a name in it) is replaced by a fresh one.
+        odd = http.get("/healthz", headers={"X-Request-ID": f"{PEOPLE[1]['name']} x"})
+        fresh = odd.headers["X-Request-ID"]
+        assert fresh != f"{PEOPLE[1]['name']} x"
+        assert len(fresh) == 32
+        # Rejected before any route: the rate limiter and the body limit also tag responses.
+        assert http.get("/v1/tickets").headers["X-Request-ID"]
 
-            # A malformed id (spaces, a name in it) is replaced by a fresh one.
-            odd = http.get("/healthz", headers={"X-Request-ID": f"{PEOPLE[1]['name']} x"})
-            fresh = odd.headers["X-Request-ID"]
-            assert fresh != f"{PEOPLE[1]['name']} x"
-            assert len(fresh) == 32
-            # Rejected before any route: the rate limiter and the body limit also tag responses.
-            assert http.get("/v1/tickets").headers["X-Request-ID"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        out.close()
-        err.close()
-
-    raw = (tmp_path / "serve.err").read_bytes() + (tmp_path / "serve.out").read_bytes()
+    raw = log.read_bytes()
     lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
     assert lines, "serve logged nothing"
     access = [line for line in lines if line["logger"] == "ticketlog.http"]

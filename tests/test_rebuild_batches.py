@@ -8,19 +8,14 @@ import pytest
 
 from domain.ticket import Priority, Status
 from domain.user import UserKind
+from tests.conftest import view_rows
 from tests.sla_fixtures import HandClock
 from ticketlog.runtime import Runtime
 from ticketlog.sla_jobs import record_due_breaches
 
 
-def all_view_rows(rt: Runtime) -> dict[str, list[Any]]:
-    out = {}
-    with rt.views.db.transaction(commit=False) as c:
-        for view in rt.runner.views:
-            for table in view.tables:
-                rows = c.execute(f"SELECT * FROM {table}").fetchall()
-                out[table] = sorted(tuple(dict(r).items()) for r in rows)
-    return out
+def all_view_rows(rt: Runtime) -> dict[str, list[str]]:
+    return view_rows(rt.views.db, rt.runner.views)
 
 
 def busy_help_desk(rt: Runtime, clock: HandClock) -> None:

@@ -153,11 +153,9 @@ def test_postgres_key_vault_needs_an_explicit_master_key(tmp_path: Path) -> None
 
 @pytest.mark.postgres
 def test_a_missing_vault_beside_a_postgres_log_is_refused(
-    tmp_path: Path, postgres_url: str, pg_schema: str
+    pg_settings: Settings,
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"{postgres_url}?schema={pg_schema}"
-    )
+    settings = pg_settings
     rt = Runtime.open(settings)
     _seed(rt)
     rt.close()

@@ -3,29 +3,14 @@ documented (status, content type, body schema). Bounded and derandomized for CI.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
 from api.tokens import Role
-from tests.conftest import Api, open_api
-from ticketlog.config import Settings
-from ticketlog.runtime import Runtime
+from tests.conftest import Api
 
 EXAMPLES = 10
-
-
-@pytest.fixture
-def unlimited_api(settings: Settings) -> Iterator[Api]:
-    runtime = Runtime.open(dataclasses.replace(settings, rate_limit=0.0))
-    try:
-        yield from open_api(runtime)()
-    finally:
-        runtime.close()
 
 
 def test_generated_requests_get_documented_answers_and_never_a_5xx(unlimited_api: Api) -> None:

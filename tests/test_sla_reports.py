@@ -9,7 +9,7 @@ from typing import Any
 
 from api.tokens import Role
 from tests.conftest import Api
-from tests.sla_fixtures import HandClock, standard_policy
+from tests.sla_fixtures import HandClock, change_policy, standard_policy
 
 WINDOW = {"from": "2026-11-16T00:00:00Z", "to": "2026-11-23T00:00:00Z"}
 
@@ -172,13 +172,8 @@ def test_configured_now_recomputes_with_todays_policy_beside_then(
     api = sla_api
     s = scene(api, clock)
     standard = s["standard"]
-    stricter = {
-        "name": "Standard",
-        "targets": {"normal": {"first_reply": {"minutes": 20}, "resolution": {"minutes": 100}}},
-        "schedule_id": standard["schedule_id"],
-    }
-    r = api.put(f"/v1/sla/policies/{standard['id']}", stricter, role=Role.ADMIN)
-    assert r.status_code == 200, r.text
+    stricter = {"normal": {"first_reply": {"minutes": 20}, "resolution": {"minutes": 100}}}
+    change_policy(api, standard, targets=stricter)
     then = metrics_of(api.get("/v1/reports/sla", **WINDOW).json()["groups"], "Standard")
     now = metrics_of(
         api.get("/v1/reports/sla", configured="now", **WINDOW).json()["groups"], "Standard"
@@ -199,13 +194,7 @@ def test_a_renamed_policy_is_labelled_by_its_latest_name_in_the_window(
     api = sla_api
     s = scene(api, clock)
     standard = s["standard"]
-    body = {
-        "name": "Standard (renamed)",
-        "targets": standard["targets"],
-        "schedule_id": standard["schedule_id"],
-    }
-    r = api.put(f"/v1/sla/policies/{standard['id']}", body, role=Role.ADMIN)
-    assert r.status_code == 200, r.text
+    change_policy(api, standard, name="Standard (renamed)")
     before = [g["label"] for g in api.get("/v1/reports/sla", **WINDOW).json()["groups"]]
     assert sorted(before) == ["Standard", "Urgent"]  # its targets in the window began before
     clock.advance(60)

@@ -9,6 +9,7 @@ import pytest
 from domain.ticket import Status
 from domain.user import UserKind
 from projections.views import View
+from tests.conftest import view_rows
 from tests.sla_fixtures import HandClock
 from ticketlog.background import ViewFollower
 from ticketlog.runtime import Runtime
@@ -19,13 +20,8 @@ def sla_view(rt: Runtime) -> View:
     return view
 
 
-def sla_rows(rt: Runtime) -> dict[str, list[Any]]:
-    out = {}
-    with rt.views.db.transaction(commit=False) as c:
-        for table in sla_view(rt).tables:
-            rows = c.execute(f"SELECT * FROM {table}").fetchall()
-            out[table] = sorted(tuple(dict(r).items()) for r in rows)
-    return out
+def sla_rows(rt: Runtime) -> dict[str, list[str]]:
+    return view_rows(rt.views.db, [sla_view(rt)])
 
 
 def seed(rt: Runtime, clock: HandClock, tickets: int) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import ssl
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.test_cli import CLI, free_port, run_cli
+from tests.test_cli import free_port, run_cli, serving
 
 
 def self_signed(
@@ -68,68 +65,21 @@ def test_an_encrypted_key_opens_with_its_passphrase_from_the_environment(tmp_pat
     assert "TICKETLOG_SSL_KEYFILE_PASSWORD" in _refusal(tmp_path, *flags)
     wrong = {"TICKETLOG_SSL_KEYFILE_PASSWORD": "wrong"}
     assert "do not load" in _refusal(tmp_path, *flags, env=wrong)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port), *flags],
-        env={
-            **os.environ,
-            "TICKETLOG_DATA_DIR": str(tmp_path / "data"),
-            "TICKETLOG_SSL_KEYFILE_PASSWORD": "correct horse",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    password = {"TICKETLOG_SSL_KEYFILE_PASSWORD": "correct horse"}
     trusted = ssl.create_default_context(cafile=str(cert))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "serve stopped"
-            try:
-                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "serve did not come up over https"
-                time.sleep(0.2)
+    with serving(tmp_path / "data", password, flags=flags, verify=trusted) as (base, _):
+        r = httpx.get(f"{base}/healthz", verify=trusted, timeout=2)
         assert r.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_serve_answers_over_https_with_the_given_certificate(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            "--port",
-            str(port),
-            "--ssl-certfile",
-            str(cert),
-            "--ssl-keyfile",
-            str(key),
-        ],
-        env={**os.environ, "TICKETLOG_DATA_DIR": str(tmp_path / "data")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
     trusted = ssl.create_default_context(cafile=str(cert))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusted, timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "serve did not come up over https"
-                time.sleep(0.2)
+    with serving(tmp_path / "data", flags=flags, verify=trusted) as (base, _):
+        assert base.startswith("https://127.0.0.1:")
+        port = base.rsplit(":", 1)[1]
+        r = httpx.get(f"{base}/healthz", verify=trusted, timeout=2)
         assert r.status_code == 200
         assert r.json()["status"] == "ok"
         assert httpx.get(f"https://localhost:{port}/healthz", verify=trusted).status_code == 200
@@ -141,13 +91,6 @@ def test_serve_answers_over_https_with_the_given_certificate(tmp_path: Path) -> 
         stranger = ssl.create_default_context(cafile=str(other))
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"https://127.0.0.1:{port}/healthz", verify=stranger, timeout=5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _refusal(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> str:
