@@ -69,7 +69,7 @@ def test_event_by_event_and_rebuilds_in_any_batches_give_identical_rows(
 
     rt.runner.store.reset(rt.runner.views)
     rt.runner.batch_size = 500
-    rt.runner.catch_up()  # catch-up batches view by view, rebuild all views together
+    rt.runner.catch_up()  # a running server's path: `batch_size` batches, durable commits
     assert all_view_rows(rt) == one_by_one
 
 
