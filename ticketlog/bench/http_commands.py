@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from api.tokens import Role
+from ticketlog.bench import in_process
 from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT
 from ticketlog.bench.report import Row
 from ticketlog.config import Settings
@@ -190,6 +191,7 @@ def measure(clients: int, warmup: float, seconds: float) -> list[Row]:
         ours = {kind: drive(server, plan, warmup, seconds) for kind, plan in plans.items()}
     with bare_server() as server:
         bare = {kind: drive(server, plan, warmup, seconds) for kind, plan in plans.items()}
+    no_http = in_process.measure(clients, warmup, seconds)
     rows: list[Row] = []
     for kind in plans:
         mine, base = ours[kind], bare[kind]
@@ -224,6 +226,30 @@ def measure(clients: int, warmup: float, seconds: float) -> list[Row]:
                     "info",
                     None,
                     note="user+system time of the server process (all threads) per request",
+                )
+            )
+        for part, calls in (
+            ("route", "the same route calls in process, no HTTP"),
+            ("command", "the command alone in process, no HTTP"),
+        ):
+            rate = no_http[kind, part]
+            did = (
+                "command, view catch-up, read-back and access record, as the route"
+                if part == "route"
+                else "the help desk's command only: no catch-up, read-back or access record"
+            )
+            rows.append(
+                Row(
+                    f"{label}, ceiling: {calls}",
+                    rate,
+                    base.per_second,
+                    "calls/s vs bare requests/s",
+                    "info",
+                    None,
+                    note=(
+                        f"{clients} threads, {did}; HTTP and middleware only add to it, so the "
+                        f"HTTP ratio cannot exceed {rate / base.per_second:.2f}"
+                    ),
                 )
             )
     return rows

@@ -44,7 +44,8 @@ def steps(sizes: Sizes) -> dict[str, list[Callable[[], list[Row]]]]:
         "append": [
             lambda: [append.measure(sizes.append_single, 1, sizes.append_rounds)],
             lambda: [append.measure(sizes.append_batched, 100, sizes.append_rounds)],
-            lambda: [append.commit_ceiling(sizes.append_single // 4)],
+            lambda: [append.key_ceiling(1, sizes.append_single // 4)],
+            lambda: [append.key_ceiling(100, sizes.append_batched // 100)],
         ],
         "http": [
             lambda: http_commands.measure(HTTP_CLIENTS, sizes.http_seconds / 5, sizes.http_seconds)
