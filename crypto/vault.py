@@ -621,18 +621,25 @@ class KeyVault:
             kek = c.execute("SELECT wrapped IS NULL FROM owner_keys WHERE owner=?", [owner])
             kek_row = kek.fetchone()
             kek_live = kek_row is not None and not kek_row[0]
-            # The scopes come back as one string each: a person's thousand tickets then make
-            # no thousand row tuples, whose allocation can set off a full garbage collection.
+            # The scopes come back as one string: a person's thousand tickets then make no
+            # thousand row tuples, whose allocation can set off a full garbage collection.
+            # Usually every key was live until now, and one list (one sort) serves both.
             agg = self._store.scope_list
-            live_scope = (
-                "CASE WHEN wrapped IS NOT NULL AND (wrapped_by IS NULL OR ? = 1) THEN scope END"
-            )
-            every, live = c.execute(
-                f"SELECT {agg.format('scope')}, {agg.format(live_scope)}"
+            live = "wrapped IS NOT NULL AND (wrapped_by IS NULL OR ? = 1)"
+            listed, dead = c.execute(
+                f"SELECT {agg.format('scope')}, SUM(CASE WHEN {live} THEN 0 ELSE 1 END)"
                 " FROM data_keys WHERE owner=?",
                 [int(kek_live), owner],
             ).fetchone()
-            destroyed_now = sorted(live.split("\n")) if live else []
+            scopes = sorted(listed.split("\n")) if listed else []
+            destroyed_now = list(scopes)
+            if dead:
+                (listed_live,) = c.execute(
+                    f"SELECT {agg.format(f'CASE WHEN {live} THEN scope END')}"
+                    " FROM data_keys WHERE owner=?",
+                    [int(kek_live), owner],
+                ).fetchone()
+                destroyed_now = sorted(listed_live.split("\n")) if listed_live else []
             # The KEK's row is the owner's tombstone: even a person with no key yet gets one,
             # so no key can be created for them afterwards.
             if kek_row is None:
@@ -650,7 +657,6 @@ class KeyVault:
                 " WHERE owner=? AND wrapped_by IS NULL AND wrapped IS NOT NULL",
                 [now, owner],
             )
-            scopes = set(every.split("\n")) if every else set()
             if owner not in scopes:
                 # The person's own scope is pinned too, for readers of older vaults' tombstones.
                 c.execute(
@@ -659,7 +665,7 @@ class KeyVault:
                     " VALUES (?, ?, ?, NULL, ?, ?)",
                     [secrets.token_bytes(KEY_ID_BYTES), owner, owner, now, now],
                 )
-                scopes.add(owner)
+                scopes.append(owner)
             c.execute("DELETE FROM email_index WHERE owner=?", [owner])
         # Their cached keys stop being served now; evicting and freeing them (a cipher context
         # each) is left to the purge thread, off the caller's time.
