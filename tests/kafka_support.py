@@ -18,6 +18,7 @@ from projections.sql import Database
 from projections.store import ViewStore
 from ticketlog.config import Settings
 from ticketlog.desk import HelpDesk
+from ticketlog.loopback import stop_process
 from ticketlog.relay import event_log
 from ticketlog.runtime import all_views
 from ticketlog.stream import SealedReader
@@ -65,13 +66,7 @@ def spawn(settings: Settings, *args: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def wait_for(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 
 from crypto.master import MasterKey
+from ticketlog.loopback import free_port, stop_process
 
 CLI = [sys.executable, "-m", "ticketlog.cli"]
 
@@ -42,22 +41,9 @@ def new_token(data_dir: Path, role: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
     """Stop a process as an operator would: SIGTERM, then SIGKILL if it does not stop in time."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout)
 
 
 def first_answer(

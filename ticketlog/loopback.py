@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -48,7 +49,7 @@ def wait_until_answering(
         time.sleep(interval)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
     if proc.poll() is None:
         proc.terminate()
