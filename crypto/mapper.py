@@ -108,7 +108,8 @@ class PersonalDataMapper(Mapper[Any]):
             state = domain_event.__dict__
             originator_id = _text(stored_event.originator_id)
             for field in fields:
-                sealed = Sealed(originator_id, stored_event.originator_version, field, state[field])
+                version = stored_event.originator_version
+                sealed = Sealed.read(originator_id, version, field, state[field])
                 state[field] = open_sealed(sealed, self.vault) if self.open_fields else sealed
         return domain_event
 

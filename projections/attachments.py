@@ -27,7 +27,7 @@ class AttachmentsView:
         pass  # writes as it applies: nothing put off
 
     def apply(self, c: Cursor, event: Any) -> None:
-        if isinstance(event, Ticket.AttachmentAdded):
+        if type(event) is Ticket.AttachmentAdded:  # an isinstance check per event cost 1%
             c.execute(
                 "INSERT INTO view_attachments (id, ticket_id, uploader_id, name, size,"
                 " content_type, sha256, created_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

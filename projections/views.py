@@ -22,14 +22,28 @@ from projections.sql import Cursor
 _last_timestamp: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
 
 
+_minutes: dict[tuple[int, int, int, int, int], str] = {}
+_MINUTES_KEPT = 4096  # bounded, so memory stays flat however long the log
+
+
 def timestamp(value: datetime) -> str:
-    """A fixed-width UTC text time, so text order is time order on both engines."""
+    """A fixed-width UTC text time, so text order is time order on both engines: the same
+    text as `isoformat(timespec="microseconds")` of the time in UTC."""
     # Views format each event's time several times over: remember the last one.
     global _last_timestamp
     last, text = _last_timestamp
     if value is not last:
         utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-        text = utc.isoformat(timespec="microseconds")
+        # isoformat() costs about a microsecond, 5% of a rebuild; the part up to the minute
+        # repeats from event to event, so only the seconds are formatted each time.
+        minute = (utc.year, utc.month, utc.day, utc.hour, utc.minute)
+        prefix = _minutes.get(minute)
+        if prefix is None:
+            if len(_minutes) >= _MINUTES_KEPT:
+                _minutes.clear()
+            prefix = utc.replace(tzinfo=None).isoformat(timespec="minutes") + ":"
+            _minutes[minute] = prefix
+        text = f"{prefix}{utc.second:02d}.{utc.microsecond:06d}+00:00"
         _last_timestamp = (value, text)
     return text
 
@@ -88,7 +102,7 @@ class HelpDeskView:
     """Users, tickets and comments; one tracking position for the three tables."""
 
     name = "helpdesk"
-    version = 4
+    version = 5  # 5: comments keyed by a unique index a rebuild drops, not the primary key
     tables: tuple[str, ...] = (
         "view_ticket_comments",
         "view_tickets",
@@ -122,8 +136,12 @@ class HelpDeskView:
         " ON view_tickets (assignee_id, created_at, id)",
         "CREATE TABLE IF NOT EXISTS view_ticket_comments ("
         " ticket_id TEXT NOT NULL, version INTEGER NOT NULL, author_id TEXT NOT NULL,"
-        " body TEXT, public INTEGER NOT NULL, created_at TEXT NOT NULL,"
-        " PRIMARY KEY (ticket_id, version))",
+        " body TEXT, public INTEGER NOT NULL, created_at TEXT NOT NULL)",
+        # Unique, but an index rather than the primary key: a rebuild can then drop it and
+        # build it once at the end, instead of inserting every comment at a random place in
+        # it (at a million events that was a sixth of the rebuild's time).
+        "CREATE UNIQUE INDEX IF NOT EXISTS view_comments_ticket"
+        " ON view_ticket_comments (ticket_id, version)",
         "CREATE INDEX IF NOT EXISTS view_comments_author ON view_ticket_comments (author_id)",
     )
 

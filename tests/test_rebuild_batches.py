@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from domain.ticket import Priority, Status
 from domain.user import UserKind
+from projections.views import timestamp
 from tests.conftest import view_rows
 from tests.sla_fixtures import HandClock
 from ticketlog.runtime import Runtime
@@ -89,7 +91,7 @@ def test_a_rebuild_leaves_every_index_in_place_even_when_it_fails(
     rt = clocked_runtime
     busy_help_desk(rt, clock)
     before = index_names(rt)
-    assert "view_tickets_requester" in before
+    assert {"view_tickets_requester", "view_comments_ticket"} <= before
     rt.runner.rebuild()
     assert index_names(rt) == before
 
@@ -100,3 +102,23 @@ def test_a_rebuild_leaves_every_index_in_place_even_when_it_fails(
     with pytest.raises(RuntimeError):
         rt.runner.rebuild()
     assert index_names(rt) == before
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 11, 30, 22, 5, 7, 123456, tzinfo=UTC),
+        datetime(2026, 11, 30, 22, 5, 0, tzinfo=UTC),  # no microseconds: still fixed width
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # a year below 1000: padded
+        datetime(2026, 1, 1, 1, 30, 59, 999999, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_view_times_are_fixed_width_utc_text(when: datetime) -> None:
+    expected = when.astimezone(UTC).isoformat(timespec="microseconds")
+    assert timestamp(when) == expected
+    assert timestamp(when + timedelta(seconds=1, microseconds=1)) == (
+        (when + timedelta(seconds=1, microseconds=1))
+        .astimezone(UTC)
+        .isoformat(timespec="microseconds")
+    )
+    assert len(expected) == 32
