@@ -41,8 +41,9 @@ from ticketlog.receipts import PendingReceipt, pending_receipt
 HEADER = b"idempotency-key"
 REPLAYED = "Idempotent-Replayed"
 KEEP_FOR = timedelta(hours=24)
-# A reservation whose request never finished (the server died). Running its retry then is safe:
-# the command's receipt in the log refuses to store it twice (ticketlog/receipts.py).
+# A reservation whose request never finished (the server died, or it outlived this). Running
+# its retry then is safe: the command's receipt in the log refuses to store it twice
+# (ticketlog/receipts.py), and the first request can no longer touch the retry's reservation.
 STALE_AFTER = timedelta(minutes=1)
 MAX_KEY_LENGTH = 255
 log = logging.getLogger("ticketlog.api")
@@ -104,9 +105,11 @@ class IdempotencyStore:
         self.db = db
         db.execute_script(self.schema)
 
-    def reserve(self, who: Secrets, request_mac: str) -> Stored | None:
-        """None if this request may run (the key is now reserved); else what is stored."""
-        now = datetime.now(UTC)
+    def reserve(self, who: Secrets, request_mac: str, at: datetime | None = None) -> Stored | None:
+        """None if this request may run (the key is now reserved, at `at`); else what is
+        stored. `complete` and `release` name the same time: a reservation taken over after
+        going stale is then the retry's alone."""
+        now = at or datetime.now(UTC)
         with self.db.transaction() as c:
             c.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?"
@@ -128,19 +131,20 @@ class IdempotencyStore:
         response = row["response"]
         return Stored(row["request_mac"], row["status"], bytes(response) if response else None)
 
-    def complete(self, who: Secrets, status: int, response: bytes) -> None:
+    def complete(self, who: Secrets, at: datetime, status: int, response: bytes) -> None:
         with self.db.transaction() as c:
             c.execute(
                 "UPDATE idempotency_keys SET status = ?, response = ?"
-                " WHERE token_id = ? AND key_id = ?",
-                [status, response, who.token_id, who.key_id],
+                " WHERE token_id = ? AND key_id = ? AND created_at = ?",
+                [status, response, who.token_id, who.key_id, at.isoformat()],
             )
 
-    def release(self, who: Secrets) -> None:
+    def release(self, who: Secrets, at: datetime) -> None:
         with self.db.transaction() as c:
             c.execute(
-                "DELETE FROM idempotency_keys WHERE token_id = ? AND key_id = ? AND status IS NULL",
-                [who.token_id, who.key_id],
+                "DELETE FROM idempotency_keys WHERE token_id = ? AND key_id = ?"
+                " AND created_at = ? AND status IS NULL",
+                [who.token_id, who.key_id, at.isoformat()],
             )
 
 
@@ -201,7 +205,8 @@ class Idempotency:
             return
         request_mac = who.request_mac(scope["method"], scope["path"], scope["query_string"], body)
         try:
-            stored = await run_in_threadpool(self.store.reserve, who, request_mac)
+            reserved_at = datetime.now(UTC)
+            stored = await run_in_threadpool(self.store.reserve, who, request_mac, reserved_at)
         except OperationalError as e:
             response = storage_fault_response(e, scope["method"])
             await response(scope, receive, send)
@@ -209,7 +214,7 @@ class Idempotency:
         if stored is not None:
             await self._answer(stored, who, request_mac, scope, receive, send)
             return
-        await self._run(who, scope, replay(body, receive), send)
+        await self._run(who, reserved_at, scope, replay(body, receive), send)
 
     async def _caller(self, scope: Scope, key: str) -> Secrets | None:
         scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
@@ -259,7 +264,9 @@ class Idempotency:
             return
         await response(scope, receive, send)
 
-    async def _run(self, who: Secrets, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run(
+        self, who: Secrets, reserved_at: datetime, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         status = 0
         kept: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
@@ -281,7 +288,7 @@ class Idempotency:
         try:
             await self.app(scope, receive, capture)
         except BaseException:
-            await run_in_threadpool(self.store.release, who)
+            await run_in_threadpool(self.store.release, who, reserved_at)
             raise
         finally:
             pending_receipt.reset(receipt)
@@ -289,9 +296,9 @@ class Idempotency:
             body = b"".join(chunks)
             if 200 <= status < 300 or _stored_anyway(status, body):
                 sealed = who.seal(kept, body)
-                await run_in_threadpool(self.store.complete, who, status, sealed)
+                await run_in_threadpool(self.store.complete, who, reserved_at, status, sealed)
             else:
-                await run_in_threadpool(self.store.release, who)
+                await run_in_threadpool(self.store.release, who, reserved_at)
         except OperationalError:
             # The response is already sent; the reservation goes stale and is dropped later.
             log.error("idempotency store unavailable; response not remembered")

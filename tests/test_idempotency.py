@@ -225,3 +225,26 @@ def test_a_retry_after_a_restart_still_gets_the_first_response(settings: Setting
     needles = [email, "Idem Potent"]
     assert raw_hits(settings.data_dir, needles) == []
     assert postgres_hits(settings, needles) == []
+
+
+def test_a_request_that_outlived_its_reservation_leaves_the_retrys_alone(api: Api) -> None:
+    """A first request slower than STALE_AFTER: its retry took the key over. The first one's
+    late answer or release must not touch the retry's reservation."""
+    token = api.tokens[Role.SERVICE]
+    principal = api.runtime.tokens.authenticate(token)
+    assert principal is not None
+    who = Secrets.derive(principal.token_id, token, "slow-first")
+    mac = who.request_mac("POST", "/v1/tickets", b"", b"{}")
+    store = IdempotencyStore(api.runtime.tokens.db)
+    first_at = datetime.now(UTC) - STALE_AFTER - timedelta(seconds=1)
+    assert store.reserve(who, mac, first_at) is None
+    retry_at = datetime.now(UTC)
+    assert store.reserve(who, mac, retry_at) is None  # the stale reservation was taken over
+    store.release(who, first_at)  # the slow first request gives up late: nothing of the retry's
+    store.complete(who, first_at, 201, b"first")
+    in_flight = store.reserve(who, mac)
+    assert in_flight is not None and in_flight.status is None
+    store.complete(who, retry_at, 201, who.seal([], b"retry"))
+    answered = store.reserve(who, mac)
+    assert answered is not None and answered.status == 201
+    assert who.open(answered.response or b"")[1] == b"retry"

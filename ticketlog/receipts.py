@@ -48,6 +48,7 @@ class CommandAlreadyStored(DomainError):
 
     def __init__(self) -> None:
         super().__init__(
-            "the first request with this Idempotency-Key was stored, but the server stopped "
-            "before remembering its answer; nothing was stored again"
+            "the first request with this Idempotency-Key was stored, but its answer was not "
+            "kept (the server stopped, or the request ran past its reservation); nothing was "
+            "stored again"
         )
