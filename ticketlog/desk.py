@@ -273,8 +273,10 @@ class HelpDesk(Application[UUID]):
         owner = f"user:{user_id}"
         digest = self.emails.digest(email)
         reservation = self.emails.reserve(digest, owner)
-        if reservation is Reservation.TAKEN and not self._reclaimed(digest, owner):
-            raise RuleViolation("another user has this email address", code="email_taken")
+        if reservation is Reservation.TAKEN:
+            if not self._reclaimed(digest, owner):
+                raise RuleViolation("another user has this email address", code="email_taken")
+            reservation = Reservation.NEW  # taken over here: released too if the save fails
         try:
             yield digest
         except BaseException:

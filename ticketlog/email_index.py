@@ -7,8 +7,9 @@ each address in memory just long enough to digest it. Then it:
 
 1. releases digests no live user's current address has (a crash between a reservation and
    its save, or between an email change and the old address's release), but only those
-   reserved more than STALE_AFTER ago and still stale when re-read: a younger one may belong
-   to a registration still under way in another process;
+   reserved more than ABANDONED_AFTER ago (the age at which a registration may take an address
+   over) and still stale when re-read: a younger one may belong to a registration still under
+   way in another process;
 2. reserves each live user's digest in registration order. An address two users already
    share cannot be undone: the first keeps it, the others are reported (by id, never address).
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,12 +27,11 @@ from eventsourcing.utils import get_topic
 
 from crypto.blind_index import Reservation
 from domain.user import User
-from ticketlog.desk import HelpDesk
+from ticketlog.desk import ABANDONED_AFTER, HelpDesk
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-STALE_AFTER = timedelta(minutes=10)
 PAGE = 1000
 _TOPICS = [
     get_topic(t)
@@ -47,12 +47,7 @@ class IndexReport:
     duplicates: list[dict[str, str]] = field(default_factory=list)  # user_id, held_by
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "users": self.users,
-            "added": self.added,
-            "released": self.released,
-            "duplicates": self.duplicates,
-        }
+        return asdict(self)
 
 
 def backfill_once(desk: HelpDesk, progress: Progress | None = None) -> IndexReport | None:
@@ -68,7 +63,7 @@ def reindex(desk: HelpDesk, progress: Progress | None = None) -> IndexReport:
     current = _current_digests(desk, progress)
     report = IndexReport(users=sum(1 for d in current.values() if d is not None))
     index = desk.emails
-    cutoff = datetime.now(UTC) - STALE_AFTER
+    cutoff = datetime.now(UTC) - ABANDONED_AFTER
     for held, owner, created_at in index.entries():
         user_id = owner.removeprefix("user:")
         stale = current.get(user_id) != held and created_at < cutoff
