@@ -40,6 +40,13 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _digest(token: str) -> str | None:
+    """The stored form of a token that has ours' shape; None (nothing hashed) for any other."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    return _hash(token)
+
+
 class TokenStore:
     """Tokens are high-entropy secrets, so a plain SHA-256 suffices to store them safely."""
 
@@ -76,9 +83,9 @@ class TokenStore:
         return principal, token
 
     def authenticate(self, token: str) -> Principal | None:
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        digest = _digest(token)
+        if digest is None:
             return None
-        digest = _hash(token)
         revocations = self._revocations
         with self.db.transaction(commit=False) as c:
             row = c.execute(
@@ -99,7 +106,8 @@ class TokenStore:
     def recently_authenticated(self, token: str) -> Principal | None:
         """The token's principal if `authenticate` accepted it within RECENT_SECONDS: no
         database access, so the API can check a busy token on its event loop."""
-        entry = self._recent.get(_hash(token))
+        digest = _digest(token)
+        entry = None if digest is None else self._recent.get(digest)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]

@@ -62,7 +62,8 @@ class ProjectionRunner:
 
     def status(self) -> list[ViewStatus]:
         head = self.head()
-        return [ViewStatus(v.name, self.store.position(v), head) for v in self.views]
+        positions = self.store.positions(self.views)
+        return [ViewStatus(v.name, p, head) for v, p in zip(self.views, positions, strict=True)]
 
     def catch_up(self, progress: Progress | None = None) -> int:
         """Apply everything recorded so far; returns how many log events the furthest-behind

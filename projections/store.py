@@ -15,6 +15,8 @@ from projections.views import View
 
 TRACKING_TABLE_POSTGRES = "view_tracking"
 SORTER_THREADS = min(os.cpu_count() or 1, 4)
+# Index statements a rebuild drops and builds again at its end. Unique ones too: no view
+# relies on a unique index while applying events (ON CONFLICT targets primary keys only).
 _CREATE_INDEX = ("CREATE INDEX IF NOT EXISTS ", "CREATE UNIQUE INDEX IF NOT EXISTS ")
 
 
