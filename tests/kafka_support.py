@@ -18,7 +18,6 @@ from projections.sql import Database
 from projections.store import ViewStore
 from ticketlog.config import Settings
 from ticketlog.desk import HelpDesk
-from ticketlog.loopback import stop_process
 from ticketlog.relay import event_log
 from ticketlog.runtime import all_views
 from ticketlog.stream import SealedReader
@@ -63,10 +62,6 @@ def spawn(settings: Settings, *args: str, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [*CLI, *args], env=env_of(settings), stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    stop_process(proc)
 
 
 def wait_for(

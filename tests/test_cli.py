@@ -8,16 +8,14 @@ import re
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from crypto.master import MasterKey
-from ticketlog.loopback import free_port, stop_process
+from ticketlog.loopback import free_port, stop_process, wait_until_answering
 
 CLI = [sys.executable, "-m", "ticketlog.cli"]
 
@@ -39,28 +37,6 @@ def new_token(data_dir: Path, role: str) -> str:
     result = run_cli(data_dir, "keys", "create", "--role", role, "--name", f"cli {role}")
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    """Stop a process as an operator would: SIGTERM, then SIGKILL if it does not stop in time."""
-    stop_process(proc, timeout)
-
-
-def first_answer(
-    proc: subprocess.Popen[Any],
-    url: str,
-    output: Callable[[], str],
-    verify: ssl.SSLContext | bool = True,
-) -> httpx.Response:
-    """The first HTTP answer from url while proc runs (a bounded wait for start-up)."""
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, f"serve exited: {output()}"
-        try:
-            return httpx.get(url, verify=verify, timeout=2)
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"serve did not come up at {url}"
-            time.sleep(0.1)
 
 
 @contextmanager
@@ -95,11 +71,10 @@ def serving(
 
     base = f"{scheme}://127.0.0.1:{port}"
     try:
-        health = first_answer(proc, f"{base}/healthz", output, verify)
-        assert health.status_code == 200, health.text
+        wait_until_answering(proc, f"{base}/healthz", why_exited=output, verify=verify)
         yield base, proc
     finally:
-        stop(proc)
+        stop_process(proc, timeout=30)  # as an operator would: SIGTERM, then SIGKILL
 
 
 def test_keys_create_prints_the_token_last_and_stores_only_its_hash(tmp_path: Path) -> None:

@@ -34,17 +34,17 @@ from tests.kafka_support import (
     raw_records,
     seed,
     spawn,
-    stop,
     views_from_log,
     wait_for,
     with_kafka,
 )
 from ticketlog import stream
 from ticketlog.config import Settings
+from ticketlog.loopback import free_port, stop_process
 from ticketlog.relay import Relay, RelayLedger, RelayLock, event_log
 from ticketlog.runtime import Runtime, all_views, open_views_db
 from ticketlog.tail import Tail, describe, line
-from ticketlog.tansu import KafkaBroker, free_port
+from ticketlog.tansu import KafkaBroker
 
 
 @contextmanager
@@ -200,7 +200,7 @@ def test_relay_killed_mid_stream_loses_nothing_and_views_apply_each_event_once(
             relay.wait()
             position = ledger.position()
     finally:
-        stop(relay)
+        stop_process(relay)
     assert 0 < position < head, "the relay must be killed mid-stream"
 
     again = spawn(settings, "relay", "--once", log=tmp_path / "relay.log")
@@ -235,7 +235,7 @@ def test_projector_killed_mid_batch_resumes_without_double_or_missed_events(
         projector.wait()
     finally:
         store.close()
-        stop(projector)
+        stop_process(projector)
     assert not views_caught_up(settings), "the projector must be killed mid-stream"
 
     projector = spawn(settings, "project", "--source", "kafka", log=log)
@@ -243,7 +243,7 @@ def test_projector_killed_mid_batch_resumes_without_double_or_missed_events(
         wait_for(lambda: views_caught_up(settings), "the restarted projector to catch up")
         assert projector.poll() is None, log.read_text()
     finally:
-        stop(projector)
+        stop_process(projector)
     expected = views_from_log(settings, tmp_path / "expected.db")
     assert kafka_views(settings) == expected
     assert sum(len(rows) for rows in expected.values()) > head // 2
@@ -416,7 +416,7 @@ def test_end_to_end_commands_relay_projector_group_api_reads_and_erasure(
         assert by_type["SubjectErased"][0]["aggregate_id"] == customer["id"]
     finally:
         for proc in procs:
-            stop(proc)
+            stop_process(proc)
     text = logs["serve"].read_text() + logs["tail"].read_text()
     assert "Wilhelmina" not in text
     assert "wil@kafka.example" not in text
@@ -524,5 +524,5 @@ def test_a_dead_group_members_partitions_move_to_the_survivor_and_nothing_is_los
         assert "assigned partitions [0, 1, 2, 3]" in logs[1].read_text()  # it took over
     finally:
         for member in members:
-            stop(member)
+            stop_process(member)
     assert kafka_views(settings) == views_from_log(settings, tmp_path / "expected.db")

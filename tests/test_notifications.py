@@ -19,8 +19,9 @@ from aiosmtpd.controller import Controller
 
 from api.tokens import Role
 from tests.conftest import Api, open_api, postgres_hits, raw_hits
-from tests.test_cli import free_port, run_cli
+from tests.test_cli import run_cli
 from ticketlog.config import Settings
+from ticketlog.loopback import free_port
 from ticketlog.notify.email import SmtpSender, SmtpSettings
 from ticketlog.notify.worker import LEASE, EmailWorker
 from ticketlog.runtime import Runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,21 +27,22 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def wait_until_answering(
-    proc: subprocess.Popen[bytes],
+    proc: subprocess.Popen[Any],
     url: str,
     *,
     timeout: float = 60,
     interval: float = 0.1,
     why_exited: Callable[[], str] = lambda: "",
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     """Poll `url` until it answers 200; RuntimeError if the process exits first (with
-    `why_exited()` in the message) or `timeout` seconds pass."""
+    `why_exited()` in the message) or `timeout` seconds pass. `verify` as httpx takes it."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited early ({proc.returncode}): {why_exited()}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

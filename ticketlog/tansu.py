@@ -9,8 +9,6 @@ from pathlib import Path
 
 from ticketlog.loopback import free_port, stop_process
 
-__all__ = ["KafkaBroker", "free_port", "installed_binary"]  # tests import free_port here
-
 
 class KafkaBroker:
     """Memory only: a restarted broker is empty. Restarts keep the port, as a real one would."""

@@ -22,6 +22,8 @@ from ticketlog.runtime import Runtime
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 SUBJECT = "Printer on floor 3 prints only blank pages"
 BODY = "Since this morning every job comes out blank; I tried two drivers. " * 3
+# HTTP commands: each client comments on this many tickets in turn, so clients rarely race.
+TICKETS_PER_CLIENT = 4
 COMMENT = "Thanks, I restarted it and it still does the same thing after the update."
 
 

@@ -23,14 +23,13 @@ import httpx
 
 from api.tokens import Role
 from ticketlog.bench import in_process
-from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT
+from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT, TICKETS_PER_CLIENT
 from ticketlog.bench.report import Row
 from ticketlog.config import Settings
 from ticketlog.loopback import environment, free_port, stop_process, wait_until_answering
 from ticketlog.runtime import Runtime
 
 GOAL = 0.50
-TICKETS_PER_CLIENT = 4  # comments rotate over these, so clients rarely race for one ticket
 
 
 @dataclass(frozen=True)

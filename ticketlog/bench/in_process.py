@@ -23,11 +23,10 @@ from api.routers import tickets
 from api.schemas import CommentCreate, TicketCreate
 from api.tokens import Principal, Role
 from domain.user import UserKind
-from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT
+from ticketlog.bench.fixtures import BODY, COMMENT, SUBJECT, TICKETS_PER_CLIENT
 from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
 
-TICKETS_PER_CLIENT = 4  # as the HTTP row: comments rotate over these
 WHO = Principal("bench", "bench", Role.SERVICE)
 
 
