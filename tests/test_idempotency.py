@@ -243,8 +243,10 @@ def test_a_request_that_outlived_its_reservation_leaves_the_retrys_alone(api: Ap
     store.release(who, first_at)  # the slow first request gives up late: nothing of the retry's
     store.complete(who, first_at, 201, b"first")
     in_flight = store.reserve(who, mac)
-    assert in_flight is not None and in_flight.status is None
+    assert in_flight is not None
+    assert in_flight.status is None
     store.complete(who, retry_at, 201, who.seal([], b"retry"))
     answered = store.reserve(who, mac)
-    assert answered is not None and answered.status == 201
+    assert answered is not None
+    assert answered.status == 201
     assert who.open(answered.response or b"")[1] == b"retry"
