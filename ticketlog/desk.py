@@ -53,6 +53,7 @@ from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 from ticketlog.group_commit import GroupCommitter
 from ticketlog.receipts import CommandAlreadyStored, CommandReceipt, pending_receipt
+from ticketlog.sealed_cache import SealedCache
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class HelpDesk(Application[UUID]):
         self.sealed = Repository(
             event_store=EventStore(mapper=self.sealing_mapper, recorder=self.recorder)
         )
+        self.loaded = SealedCache(self.sealed.event_store, _project)
 
     @property
     def personal_mapper(self) -> PersonalDataMapper:
@@ -841,7 +843,7 @@ class HelpDesk(Application[UUID]):
     def get(self, cls: type[A], aggregate_id: UUID) -> A:
         """An aggregate with personal fields left sealed; NotFound if absent or not a `cls`."""
         try:
-            aggregate: Aggregate = self.sealed.get(aggregate_id, projector_func=_project)
+            aggregate = self.loaded.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {cls.__name__.lower()} with id {aggregate_id}") from None
         if not isinstance(aggregate, cls):
