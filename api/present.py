@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from api.errors import ApiError
-from crypto.fields import Sealed, open_sealed
+from crypto.fields import Sealed, open_with_keys
 from crypto.vault import KeyVault
 from domain.personal import Erased, personal_fields_of
 from projections.queries import USER_PERSONAL
@@ -37,6 +37,7 @@ class Opener:
         self.vault = vault
         self.may_see_restricted = may_see_restricted
         self.subjects: set[UUID] = set()  # whose personal data this response revealed
+        self._owners_seen: set[str] = set()  # key owners already counted (a ticket repeats them)
 
     def value(self, sealed: Sealed | None) -> Any:
         """The opened value, or None if absent or erased."""
@@ -46,12 +47,14 @@ class Opener:
     def _open(self, sealed: Sealed | None) -> Any:
         if sealed is None:
             return None
-        value = open_sealed(sealed, self.vault)
+        value, keys = open_with_keys(sealed, self.vault)
         if not isinstance(value, Erased):
-            for key_id in sealed.key_ids:
-                owner = self.vault.key_by_id(key_id).owner
-                if owner and owner.startswith("user:"):
-                    self.subjects.add(UUID(owner.removeprefix("user:")))
+            for key in keys:
+                owner = key.owner
+                if owner and owner not in self._owners_seen:
+                    self._owners_seen.add(owner)
+                    if owner.startswith("user:"):
+                        self.subjects.add(UUID(owner.removeprefix("user:")))
         return value
 
     def user(self, row: dict[str, Any]) -> dict[str, Any]:

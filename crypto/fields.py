@@ -97,6 +97,11 @@ def seal(
 
 def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
     """The plaintext value, or ERASED if any of its keys was destroyed."""
+    return open_with_keys(sealed, vault)[0]
+
+
+def open_with_keys(sealed: Sealed, vault: KeyVault) -> tuple[Any, list[DataKey]]:
+    """`open_sealed`, with the keys the envelope names: their owners are whom it is about."""
     where = f"{sealed.field} of {sealed.originator_id} v{sealed.version}"
     try:
         raw = _b64decode(sealed.envelope)
@@ -111,7 +116,7 @@ def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
     key_ids = [raw[i : i + KEY_ID_BYTES] for i in range(2, header_end, KEY_ID_BYTES)]
     keys = [vault.key_by_id(key_id) for key_id in key_ids]
     if any(key.destroyed for key in keys):
-        return ERASED
+        return ERASED, keys
     data = raw[header_end:]
     try:
         for key in reversed(keys):
@@ -123,4 +128,4 @@ def open_sealed(sealed: Sealed, vault: KeyVault) -> Any:
             )
     except InvalidTag as e:
         raise TamperedData(f"{where} failed authentication") from e
-    return orjson.loads(data)
+    return orjson.loads(data), keys
