@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from api.tokens import Role
 from crypto.blind_index import BACKFILLED, EmailIndex, Reservation, canonical_email
@@ -20,6 +21,7 @@ from domain.errors import RuleViolation
 from domain.user import UserKind
 from tests.conftest import Api
 from tests.test_cli import run_cli
+from tests.test_faults import locked
 from ticketlog.certificates import residue_scan
 from ticketlog.config import PostgresURL, Settings
 from ticketlog.email_index import backfill_once, reindex
@@ -231,3 +233,25 @@ def test_an_address_left_by_a_registration_that_was_never_stored_is_taken_over(a
     assert _register(api, "young@phantom.example") == (409, "email_taken")
     assert _register(api, "OLD@phantom.example") == (201, None)
     assert _register(api, "old@phantom.example") == (409, "email_taken")  # now a real user's
+
+
+def test_an_address_taken_over_is_released_again_when_the_save_fails(tmp_path: Path) -> None:
+    rt = Runtime.open(Settings(data_dir=tmp_path / "data", lock_timeout=1))
+    try:
+        desk = rt.desk
+        digest = desk.emails.digest("twice@phantom.example")
+        phantom = f"user:{uuid.uuid4()}"  # a registration that died before its save
+        assert desk.emails.reserve(digest, phantom) is Reservation.NEW
+        earlier = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+        with rt.vault.transaction() as c:
+            c.execute("UPDATE email_index SET created_at = ? WHERE digest = ?", [earlier, digest])
+
+        with locked(tmp_path / "data" / "events.db"), pytest.raises(OperationalError):
+            desk.register_user(UserKind.CUSTOMER, "First Try", "twice@phantom.example")
+        assert desk.emails.owner_of(digest) is None  # neither the phantom's nor the failed one's
+
+        # So the retry gets the address at once, not after the failed try's reservation ages.
+        user = desk.register_user(UserKind.CUSTOMER, "First Try", "twice@phantom.example")
+        assert desk.emails.owner_of(digest) == f"user:{user}"
+    finally:
+        rt.close()
