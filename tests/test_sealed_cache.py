@@ -82,11 +82,18 @@ def test_a_long_ticket_replays_only_its_new_events(runtime: Runtime) -> None:
     assert cache.events_applied == 62  # then only what is new
 
 
-def test_the_cache_keeps_only_the_most_recently_used(runtime: Runtime) -> None:
+def test_the_cache_keeps_the_most_recently_used_up_to_a_number_of_events(
+    runtime: Runtime,
+) -> None:
     desk = runtime.desk
     customer = desk.register_user(UserKind.CUSTOMER, "Mo Many", "mo@cache.example")
     tickets = [desk.open_ticket(customer, f"Ticket {n}", "Body") for n in range(3)]
-    cache = SealedCache(desk.sealed.event_store, project_aggregate, maxsize=2)
+    long_one = desk.open_ticket(customer, "Long", "Body")
+    for n in range(3):
+        desk.add_comment(long_one, customer, f"Reply {n}", True)
+    cache = SealedCache(desk.sealed.event_store, project_aggregate, max_events=2)
+    assert cache.get(long_one).version == 4
+    assert len(cache) == 0  # more events than the whole bound: not kept
     for ticket in tickets:
         cache.get(ticket)
     cache.get(tickets[1])  # used again: the first is now the oldest

@@ -30,7 +30,9 @@ from eventsourcing.persistence import EventStore
 
 Project = Callable[[Any, Iterable[Any]], Any]
 
-MAX_AGGREGATES = 4096  # a few KB each (a long ticket's comments are envelopes): tens of MB
+# The bound is on events, not aggregates: a ticket of 1,000 comments holds 1,000 envelopes. At
+# about half a kilobyte per event applied, 100,000 events is some 50 MB at most.
+MAX_EVENTS = 100_000
 
 _SCALARS: frozenset[type] = frozenset(
     {str, bytes, int, float, bool, type(None), UUID, datetime, date, timedelta, Decimal}
@@ -39,13 +41,14 @@ _SCALARS: frozenset[type] = frozenset(
 
 class SealedCache:
     def __init__(
-        self, event_store: EventStore[UUID], project: Project, maxsize: int = MAX_AGGREGATES
+        self, event_store: EventStore[UUID], project: Project, max_events: int = MAX_EVENTS
     ) -> None:
         self._events = event_store
         self._project = project
-        self._maxsize = maxsize
+        self._max_events = max_events
         self._lock = threading.Lock()
         self._cached: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._weight = 0  # the cached aggregates' versions added up: the events they hold
         self.events_applied = 0  # events replayed by gets: what the cache exists to keep down
 
     def get(self, aggregate_id: UUID) -> Aggregate:
@@ -74,14 +77,20 @@ class SealedCache:
             return list(self._cached.values())
 
     def _keep(self, aggregate: Aggregate) -> None:
+        if aggregate.version > self._max_events:
+            return  # alone over the bound: replayed in full each time instead
         with self._lock:
             held = self._cached.get(aggregate.id)
-            if held is not None and held.version >= aggregate.version:
-                return  # a concurrent get cached this version or a later one
+            if held is not None:
+                if held.version >= aggregate.version:
+                    return  # a concurrent get cached this version or a later one
+                self._weight -= held.version
             self._cached[aggregate.id] = aggregate
             self._cached.move_to_end(aggregate.id)
-            while len(self._cached) > self._maxsize:
-                self._cached.popitem(last=False)
+            self._weight += aggregate.version
+            while self._weight > self._max_events:
+                _, dropped = self._cached.popitem(last=False)  # the least recently used
+                self._weight -= dropped.version
 
 
 def copy_aggregate(aggregate: Aggregate) -> Aggregate:
