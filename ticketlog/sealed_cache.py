@@ -1,8 +1,8 @@
 """Recently loaded aggregates, kept sealed, so a command on a long ticket replays only what is new.
 
 Without it every command replays its aggregate's whole history: a comment on a ticket of 200
-comments decoded and applied 200 events, nine tenths of the command's time (cProfile), and the
-cost grew with every reply. Commands load aggregates *sealed* (personal fields still ciphertext,
+comments decoded and applied 200 events, 86% of the command's time (cProfile), and the cost grew
+with every reply. Commands load aggregates *sealed* (personal fields still ciphertext,
 crypto/mapper.py), so this cache holds no plaintext: after an erasure its copies are as
 unreadable as the log's. The opened repository, which would hold plaintext, stays uncached.
 
