@@ -263,8 +263,10 @@ class Client:
             if self._call("erase", "POST", f"/v1/subjects/{who}/erase", role="compliance"):
                 self.customers.remove(who)
                 for tid in [t for t, s in self.tickets.items() if s.requester == who]:
-                    del self.tickets[tid]
-                    self.erased_tickets.append(tid)
+                    # A closed ticket refuses a comment as closed before the erased key is
+                    # reached (ticket_closed): only the others can show subject_erased.
+                    if self.tickets.pop(tid).status != "closed":
+                        self.erased_tickets.append(tid)
         finally:
             self.erase_gate.release()
         return True
