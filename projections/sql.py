@@ -125,19 +125,22 @@ class Database:
             checkpoint_pages = pragmas.fetchone()[0]
             pragmas.execute("PRAGMA synchronous")
             synchronous = pragmas.fetchone()[0]
-            pragmas.execute("PRAGMA synchronous = NORMAL")  # not allowed inside one
-            # Copying the WAL back into the database after ten times as many pages: a page
-            # that batch after batch rewrites (an index's, a busy ticket's) is then copied and
-            # synced once instead of ten times. The WAL is emptied on the next checkpoint.
-            pragmas.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages * 10}")
-            # A batch's pages stay cached for its whole transaction: 2,000 events touch a few
-            # hundred tickets in every view table, and SQLite's default 2 MB cache evicted and
-            # re-read them within the batch once the tables outgrew it (a million-event rebuild
-            # 5-8% faster). Given back at the end, so memory does not grow with the log.
             pragmas.execute("PRAGMA cache_size")
             cache_size = pragmas.fetchone()[0]
-            pragmas.execute(f"PRAGMA cache_size = -{BATCH_CACHE_KIB}")
             try:
+                pragmas.execute("PRAGMA synchronous = NORMAL")  # not allowed inside one
+                # Copying the WAL back into the database after ten times as many pages: a page
+                # that batch after batch rewrites (an index's, a busy ticket's) is then copied
+                # and synced once instead of ten times. The WAL is emptied on the next
+                # checkpoint.
+                pragmas.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages * 10}")
+                # A batch's pages stay cached for its whole transaction: 2,000 events touch a
+                # few hundred tickets in every view table, and SQLite's default 2 MB cache
+                # evicted and re-read them within the batch once the tables outgrew it (a
+                # million-event rebuild 5-8% faster). Given back at the end, so memory does not
+                # grow with the log. A cache set in pages (positive) is someone's choice: kept.
+                if -BATCH_CACHE_KIB < cache_size < 0:
+                    pragmas.execute(f"PRAGMA cache_size = -{BATCH_CACHE_KIB}")
                 with conn.transaction(commit=commit) as c:
                     yield Cursor(c, self.postgres)
             finally:

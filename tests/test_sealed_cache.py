@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from domain.user import User, UserKind
 from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
 from ticketlog.sealed_cache import SealedCache, copy_aggregate
+from ticketlog.sealed_cache import _immutable as shared_by_copies
 
 
 def test_a_replica_sees_what_another_stored_since_it_last_loaded(settings: Settings) -> None:
@@ -82,28 +84,38 @@ def test_a_long_ticket_replays_only_its_new_events(runtime: Runtime) -> None:
     assert cache.events_applied == 62  # then only what is new
 
 
-def test_the_cache_keeps_the_most_recently_used_up_to_a_number_of_events(
-    runtime: Runtime,
-) -> None:
+def test_the_cache_keeps_the_most_recently_used_within_its_bytes(runtime: Runtime) -> None:
     desk = runtime.desk
     customer = desk.register_user(UserKind.CUSTOMER, "Mo Many", "mo@cache.example")
     tickets = [desk.open_ticket(customer, f"Ticket {n}", "Body") for n in range(3)]
-    long_one = desk.open_ticket(customer, "Long", "Body")
-    for n in range(3):
-        desk.add_comment(long_one, customer, f"Reply {n}", True)
-    cache = SealedCache(desk.sealed.event_store, project_aggregate, max_events=2)
-    assert cache.get(long_one).version == 4
-    assert len(cache) == 0  # more events than the whole bound: not kept
-    for ticket in tickets:
-        cache.get(ticket)
-    cache.get(tickets[1])  # used again: the first is now the oldest
-    assert len(cache) == 2
-    applied = cache.events_applied
+    probe = SealedCache(desk.sealed.event_store, project_aggregate)
+    probe.get(tickets[0])
+    one = probe.bytes_held  # the three tickets are alike: each weighs this much
+
+    cache = SealedCache(desk.sealed.event_store, project_aggregate, max_bytes=2 * one + one // 2)
+    cache.get(tickets[0])
     cache.get(tickets[1])
+    cache.get(tickets[0])  # used again: now the second is the least recently used
+    cache.get(tickets[2])  # over the bound: the second goes
+    assert cache.bytes_held == 2 * one
+    applied = cache.events_applied
+    cache.get(tickets[0])
     cache.get(tickets[2])
     assert cache.events_applied == applied  # both still cached
-    assert cache.get(tickets[0]).id == tickets[0]
-    assert cache.events_applied == applied + 1  # the first was dropped: replayed again
+    cache.get(tickets[1])
+    assert cache.events_applied == applied + 1  # the second was dropped: replayed again
+
+
+def test_an_aggregate_heavier_than_the_whole_cache_is_not_kept(runtime: Runtime) -> None:
+    desk = runtime.desk
+    customer = desk.register_user(UserKind.CUSTOMER, "Lou Long", "lou@cache.example")
+    ticket = desk.open_ticket(customer, "Long", "Body")
+    long_reply = "x" * 60_000  # a long comment is a long envelope, whatever its event count
+    desk.add_comment(ticket, customer, long_reply, True)
+    cache = SealedCache(desk.sealed.event_store, project_aggregate, max_bytes=50_000)
+    assert cache.get(ticket).version == 2
+    assert len(cache) == 0
+    assert cache.bytes_held == 0
 
 
 def test_cached_aggregates_hold_no_plaintext(runtime: Runtime) -> None:
@@ -209,18 +221,27 @@ def _strings(value: object) -> list[str]:
 
 
 def _assert_values_immutable(value: object, where: str) -> None:
-    items: Any = ()
+    """Whatever the cache shares instead of copying (an attribute, or an item of a list, dict
+    or set) must be immutable all the way down."""
+    items: Any = [value]
     if isinstance(value, dict):
         items = [*value.keys(), *value.values()]
-    elif isinstance(value, (list, set, tuple, frozenset)):
+    elif isinstance(value, (list, set)):
         items = value
     for item in items:
-        if isinstance(item, (list, dict, set)):
-            continue  # copied whole (deepcopy) by the cache: allowed, only slower
-        if dataclasses.is_dataclass(item):
-            params = type(item).__dataclass_params__
-            assert params.frozen, f"{where} holds a mutable {type(item).__name__}"
-            for field in dataclasses.fields(item):
-                inner = getattr(item, field.name)
-                assert not isinstance(inner, (list, dict, set)), f"{where}: {field.name}"
-        _assert_values_immutable(item, where)
+        if shared_by_copies(item):
+            _assert_deeply_immutable(item, where)
+
+
+def _assert_deeply_immutable(value: object, where: str) -> None:
+    if isinstance(value, (tuple, frozenset)):
+        for item in value:
+            _assert_deeply_immutable(item, where)
+    elif dataclasses.is_dataclass(value):
+        assert type(value).__dataclass_params__.frozen, f"{where}: {type(value).__name__}"
+        for field in dataclasses.fields(value):
+            _assert_deeply_immutable(getattr(value, field.name), f"{where}.{field.name}")
+    else:
+        assert isinstance(value, (str, bytes, int, float, type(None), UUID, datetime, Enum)), (
+            f"{where} shares a {type(value).__name__}"
+        )

@@ -28,12 +28,16 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore
 
+from crypto.fields import Sealed
+
 Project = Callable[[Any, Iterable[Any]], Any]
 
-# The bound is on events, not aggregates: a ticket of 1,000 comments holds 1,000 envelopes. At
-# about 600 bytes per event applied (tracemalloc, a ticket of 1,000 short comments), 100,000
-# events is some 60 MB at most.
-MAX_EVENTS = 100_000
+# The bound is on an estimate of the bytes held, not on aggregates or events: a ticket of 1,000
+# comments holds 1,000 envelopes, and one comment may be 64 K characters (an 87 KB envelope). An
+# event weighs its envelopes and text plus EVENT_BYTES for the objects around them (about 600
+# bytes per short comment, measured with tracemalloc).
+MAX_BYTES = 64 * 1024 * 1024
+EVENT_BYTES = 600
 
 _SCALARS: frozenset[type] = frozenset(
     {str, bytes, int, float, bool, type(None), UUID, datetime, date, timedelta, Decimal}
@@ -42,14 +46,14 @@ _SCALARS: frozenset[type] = frozenset(
 
 class SealedCache:
     def __init__(
-        self, event_store: EventStore[UUID], project: Project, max_events: int = MAX_EVENTS
+        self, event_store: EventStore[UUID], project: Project, max_bytes: int = MAX_BYTES
     ) -> None:
         self._events = event_store
         self._project = project
-        self._max_events = max_events
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._cached: OrderedDict[UUID, Aggregate] = OrderedDict()
-        self._weight = 0  # the cached aggregates' versions added up: the events they hold
+        self._cached: OrderedDict[UUID, tuple[Aggregate, int]] = OrderedDict()  # with its bytes
+        self.bytes_held = 0  # estimated, as the bound counts them
         self.events_applied = 0  # events replayed by gets: what the cache exists to keep down
 
     def get(self, aggregate_id: UUID) -> Aggregate:
@@ -58,7 +62,7 @@ class SealedCache:
             cached = self._cached.get(aggregate_id)
             if cached is not None:
                 self._cached.move_to_end(aggregate_id)
-        base = None if cached is None else copy_aggregate(cached)
+        base, weight = (None, 0) if cached is None else (copy_aggregate(cached[0]), cached[1])
         new = list(self._events.get(aggregate_id, gt=None if base is None else base.version))
         aggregate: Aggregate | None = self._project(base, new)
         if aggregate is None:
@@ -66,7 +70,7 @@ class SealedCache:
         with self._lock:
             self.events_applied += len(new)
         if new:
-            self._keep(copy_aggregate(aggregate))
+            self._keep(copy_aggregate(aggregate), weight + sum(map(_event_bytes, new)))
         return aggregate
 
     def __len__(self) -> int:
@@ -75,23 +79,35 @@ class SealedCache:
     def held(self) -> list[Aggregate]:
         """What the cache holds now, least recently used first (to inspect, not to change)."""
         with self._lock:
-            return list(self._cached.values())
+            return [aggregate for aggregate, _ in self._cached.values()]
 
-    def _keep(self, aggregate: Aggregate) -> None:
-        if aggregate.version > self._max_events:
+    def _keep(self, aggregate: Aggregate, weight: int) -> None:
+        if weight > self._max_bytes:
             return  # alone over the bound: replayed in full each time instead
         with self._lock:
             held = self._cached.get(aggregate.id)
             if held is not None:
-                if held.version >= aggregate.version:
+                if held[0].version >= aggregate.version:
                     return  # a concurrent get cached this version or a later one
-                self._weight -= held.version
-            self._cached[aggregate.id] = aggregate
+                self.bytes_held -= held[1]
+            self._cached[aggregate.id] = (aggregate, weight)
             self._cached.move_to_end(aggregate.id)
-            self._weight += aggregate.version
-            while self._weight > self._max_events:
-                _, dropped = self._cached.popitem(last=False)  # the least recently used
-                self._weight -= dropped.version
+            self.bytes_held += weight
+            while self.bytes_held > self._max_bytes:
+                _, (_, dropped) = self._cached.popitem(last=False)  # the least recently used
+                self.bytes_held -= dropped
+
+
+def _event_bytes(event: object) -> int:
+    """About what applying `event` adds to an aggregate: its sealed envelopes and text."""
+    size = EVENT_BYTES
+    for value in vars(event).values():
+        kind = type(value)
+        if kind is Sealed:
+            size += len(value.envelope)
+        elif kind is str:
+            size += len(value)
+    return size
 
 
 def copy_aggregate(aggregate: Aggregate) -> Aggregate:
