@@ -381,16 +381,20 @@ def test_end_to_end_commands_relay_projector_group_api_reads_and_erasure(
         assert row["erased"] == 1
         assert all(p.poll() is None for p in procs), "nothing restarted"
 
-        status = json.loads(
-            subprocess.run(
+        def relay_caught_up() -> dict[str, Any] | None:
+            out = subprocess.run(
                 [*CLI, "relay", "status", "--json"],
                 env=env_of(settings),
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout
-        )
-        assert status["lag"] == 0
+            status: dict[str, Any] = json.loads(out)
+            return status if status["lag"] == 0 else None
+
+        # The reads above appended access records after the last command, and the relay picks
+        # them up on its next poll: wait for it rather than race it.
+        status = wait_for(relay_caught_up, "the relay to catch up")
         assert (
             status["position"] == status["head"] >= 2 + 6 * 4 + 1  # commands + access records
         )  # assigning a new ticket opens it
