@@ -105,11 +105,10 @@ class IdempotencyStore:
         self.db = db
         db.execute_script(self.schema)
 
-    def reserve(self, who: Secrets, request_mac: str, at: datetime | None = None) -> Stored | None:
-        """None if this request may run (the key is now reserved, at `at`); else what is
+    def reserve(self, who: Secrets, request_mac: str, now: datetime) -> Stored | None:
+        """None if this request may run (the key is now reserved, at `now`); else what is
         stored. `complete` and `release` name the same time: a reservation taken over after
         going stale is then the retry's alone."""
-        now = at or datetime.now(UTC)
         with self.db.transaction() as c:
             c.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?"

@@ -24,6 +24,7 @@ from tests.test_cli import run_cli
 from tests.test_faults import locked
 from ticketlog.certificates import residue_scan
 from ticketlog.config import PostgresURL, Settings
+from ticketlog.desk import ABANDONED_AFTER
 from ticketlog.email_index import backfill_once, reindex
 from ticketlog.runtime import Runtime
 
@@ -217,18 +218,20 @@ def test_cli_backfills_and_reports(tmp_path: Path) -> None:
     assert "same@cli.example" not in done.stdout + done.stderr
 
 
+def _abandon(vault: KeyVault, digest: bytes) -> None:
+    """Age a reservation past ABANDONED_AFTER, as if its registration had died."""
+    earlier = (datetime.now(UTC) - ABANDONED_AFTER - timedelta(minutes=1)).isoformat()
+    with vault.transaction() as c:
+        c.execute("UPDATE email_index SET created_at = ? WHERE digest = ?", [earlier, digest])
+
+
 def test_an_address_left_by_a_registration_that_was_never_stored_is_taken_over(api: Api) -> None:
     # The server died between reserving the address and saving the person: no user holds it.
     emails = api.runtime.desk.emails
     phantom = f"user:{uuid.uuid4()}"
     for email in ("young@phantom.example", "old@phantom.example"):
         assert emails.reserve(emails.digest(email), phantom) is Reservation.NEW
-    earlier = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
-    with api.runtime.vault.transaction() as c:
-        c.execute(
-            "UPDATE email_index SET created_at = ? WHERE digest = ?",
-            [earlier, emails.digest("old@phantom.example")],
-        )
+    _abandon(api.runtime.vault, emails.digest("old@phantom.example"))
     # A young reservation may be a registration still under way: it keeps its address.
     assert _register(api, "young@phantom.example") == (409, "email_taken")
     assert _register(api, "OLD@phantom.example") == (201, None)
@@ -242,9 +245,7 @@ def test_an_address_taken_over_is_released_again_when_the_save_fails(tmp_path: P
         digest = desk.emails.digest("twice@phantom.example")
         phantom = f"user:{uuid.uuid4()}"  # a registration that died before its save
         assert desk.emails.reserve(digest, phantom) is Reservation.NEW
-        earlier = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
-        with rt.vault.transaction() as c:
-            c.execute("UPDATE email_index SET created_at = ? WHERE digest = ?", [earlier, digest])
+        _abandon(rt.vault, digest)
 
         with locked(tmp_path / "data" / "events.db"), pytest.raises(OperationalError):
             desk.register_user(UserKind.CUSTOMER, "First Try", "twice@phantom.example")

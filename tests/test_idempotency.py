@@ -175,7 +175,8 @@ def test_a_command_cut_off_before_it_was_stored_runs_on_retry(api: Api) -> None:
     who = Secrets.derive(principal.token_id, token, "cut-off")
     # The server reserved the key, then died before storing anything.
     store = IdempotencyStore(api.runtime.tokens.db)
-    assert store.reserve(who, who.request_mac("POST", "/v1/tickets", b"", body)) is None
+    mac = who.request_mac("POST", "/v1/tickets", b"", body)
+    assert store.reserve(who, mac, datetime.now(UTC)) is None
     headers = {
         **api.headers(Role.SERVICE),
         "Idempotency-Key": "cut-off",
@@ -242,11 +243,11 @@ def test_a_request_that_outlived_its_reservation_leaves_the_retrys_alone(api: Ap
     assert store.reserve(who, mac, retry_at) is None  # the stale reservation was taken over
     store.release(who, first_at)  # the slow first request gives up late: nothing of the retry's
     store.complete(who, first_at, 201, b"first")
-    in_flight = store.reserve(who, mac)
+    in_flight = store.reserve(who, mac, datetime.now(UTC))
     assert in_flight is not None
     assert in_flight.status is None
     store.complete(who, retry_at, 201, who.seal([], b"retry"))
-    answered = store.reserve(who, mac)
+    answered = store.reserve(who, mac, datetime.now(UTC))
     assert answered is not None
     assert answered.status == 201
     assert who.open(answered.response or b"")[1] == b"retry"

@@ -17,8 +17,7 @@ from domain.ticket import Author, Priority, Status, Ticket
 from domain.user import User, UserKind
 from ticketlog.config import Settings
 from ticketlog.runtime import Runtime
-from ticketlog.sealed_cache import SealedCache, copy_aggregate
-from ticketlog.sealed_cache import _immutable as shared_by_copies
+from ticketlog.sealed_cache import SealedCache, copy_aggregate, immutable
 
 
 def test_a_replica_sees_what_another_stored_since_it_last_loaded(settings: Settings) -> None:
@@ -229,7 +228,7 @@ def _assert_values_immutable(value: object, where: str) -> None:
     elif isinstance(value, (list, set)):
         items = value
     for item in items:
-        if shared_by_copies(item):
+        if immutable(item):  # what the cache shares instead of copying
             _assert_deeply_immutable(item, where)
 
 

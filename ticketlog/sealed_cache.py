@@ -122,13 +122,13 @@ def copy_aggregate(aggregate: Aggregate) -> Aggregate:
     for name, value in state.items():
         kind = type(value)
         if kind is list:
-            state[name] = list(value) if all(map(_immutable, value)) else copy.deepcopy(value)
+            state[name] = list(value) if all(map(immutable, value)) else copy.deepcopy(value)
         elif kind is set:
-            state[name] = set(value) if all(map(_immutable, value)) else copy.deepcopy(value)
+            state[name] = set(value) if all(map(immutable, value)) else copy.deepcopy(value)
         elif kind is dict:
-            shared = all(map(_immutable, value)) and all(map(_immutable, value.values()))
+            shared = all(map(immutable, value)) and all(map(immutable, value.values()))
             state[name] = dict(value) if shared else copy.deepcopy(value)
-        elif not _immutable(value):
+        elif not immutable(value):
             state[name] = copy.deepcopy(value)
     return duplicate
 
@@ -141,13 +141,14 @@ _BY_CONTENTS = object()
 _verdicts: dict[type, object] = {}
 
 
-def _immutable(value: object) -> bool:
+def immutable(value: object) -> bool:
+    """Whether copies may share `value` (checked by type; a tuple's items one by one)."""
     kind = type(value)
     verdict = _verdicts.get(kind)
     if verdict is None:
         verdict = _verdicts[kind] = _judge(kind)
     if verdict is _BY_CONTENTS:
-        return all(map(_immutable, value))  # type: ignore[call-overload]
+        return all(map(immutable, value))  # type: ignore[call-overload]
     return verdict is True
 
 
