@@ -102,6 +102,7 @@ class StatusRequest(Strict):
 
 
 class CommentOut(BaseModel):
+    version: int = Field(description="the ticket's version that recorded it; identifies it")
     author_id: UUID
     body: str | None
     public: bool
@@ -139,6 +140,19 @@ class TicketSummary(BaseModel):
 class TicketPage(BaseModel):
     items: list[TicketSummary]
     next_cursor: str | None
+
+
+class CommentAdded(BaseModel):
+    """A comment command's answer: the comment and the ticket it changed, without the
+    ticket's other comments, so its cost does not grow with the conversation."""
+
+    comment: CommentOut
+    ticket: TicketSummary
+
+
+class CommentPage(BaseModel):
+    items: list[CommentOut]
+    next_after: int | None
 
 
 class HistoryEvent(BaseModel):

@@ -117,15 +117,30 @@ class Queries:
             row = c.execute(f"{USERS} WHERE u.id = ?", [user_id]).fetchone()
         return None if row is None else _user(row)
 
-    def ticket(self, ticket_id: str) -> dict[str, Any] | None:
+    def ticket(self, ticket_id: str, *, with_comments: bool = True) -> dict[str, Any] | None:
         with self.db.transaction(commit=False) as c:
             row = c.execute(f"{TICKETS} WHERE t.id = ?", [ticket_id]).fetchone()
             if row is None:
                 return None
+            if not with_comments:
+                return _ticket(row)
             comments = c.execute(
                 f"{COMMENTS} WHERE m.ticket_id = ? ORDER BY m.version", [ticket_id]
             ).fetchall()
         return {**_ticket(row), "comments": [_comment(r) for r in comments]}
+
+    def comments(
+        self, ticket_id: str, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of the ticket's comments recorded after its version `after`, oldest first,
+        and the version to ask after for the next page (if any)."""
+        with self.db.transaction(commit=False) as c:
+            rows = c.execute(
+                f"{COMMENTS} WHERE m.ticket_id = ? AND m.version > ? ORDER BY m.version LIMIT ?",
+                [ticket_id, after, limit + 1],
+            ).fetchall()
+        items = [_comment(r) for r in rows[:limit]]
+        return items, items[-1]["version"] if len(rows) > limit else None
 
     def tickets(
         self, where: TicketFilter, limit: int, cursor: str | None

@@ -119,7 +119,15 @@ def test_ticket_lifecycle(api: Api) -> None:
         f"/v1/tickets/{tid}/comments",
         {"author_id": customer["id"], "body": "Still smoking", "public": True},
     )
-    assert r.json()["status"] == "open"
+    added = r.json()
+    assert added["ticket"]["status"] == "open"
+    # The answer is the new comment and the ticket it changed, not the whole conversation.
+    assert added["comment"]["body"] == "Still smoking"
+    assert "comments" not in added["ticket"]
+    assert "body" not in added["ticket"]
+    # The comment is version 7; the reopening it caused is 8, the version the ETag names.
+    assert (added["comment"]["version"], added["ticket"]["version"]) == (7, 8)
+    assert r.headers["ETag"] == '"8"'
 
     r = api.get(f"/v1/tickets/{tid}")
     ticket = r.json()
@@ -238,6 +246,35 @@ def test_list_filters_and_pages(api: Api) -> None:
     r = api.get("/v1/tickets", cursor="garbage!")
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_comments_are_read_a_page_at_a_time_oldest_first(api: Api) -> None:
+    customer, agent = api.user(), api.user(kind="agent")
+    tid = api.ticket(customer["id"])["id"]
+    assert api.get(f"/v1/tickets/{tid}/comments").json() == {"items": [], "next_after": None}
+    for i in range(5):
+        r = api.post(f"/v1/tickets/{tid}/comments", {"author_id": agent["id"], "body": f"c{i}"})
+        assert r.status_code == 201, r.text
+
+    seen, after = [], 0
+    while after is not None:
+        page = api.get(f"/v1/tickets/{tid}/comments", after=after, limit=2).json()
+        assert len(page["items"]) <= 2
+        seen += [(c["version"], c["body"]) for c in page["items"]]
+        after = page["next_after"]
+    assert seen == [(v, f"c{v - 2}") for v in range(2, 7)]  # the ticket opened at version 1
+    # The ticket's own answer lists the same comments with the same versions.
+    full = api.get(f"/v1/tickets/{tid}").json()["comments"]
+    assert [(c["version"], c["body"]) for c in full] == seen
+    # An exact last page says there is no next one.
+    assert api.get(f"/v1/tickets/{tid}/comments", after=4, limit=2).json()["next_after"] is None
+
+    assert api.get(f"/v1/tickets/{uuid.uuid4()}/comments").status_code == 404
+    assert api.get(f"/v1/tickets/{customer['id']}/comments").status_code == 404
+    for bad in ({"limit": 0}, {"limit": 201}, {"after": -1}, {"after": "x"}):
+        r = api.get(f"/v1/tickets/{tid}/comments", **bad)
+        assert r.status_code == 422, bad
+        assert r.json()["error"]["code"] == "invalid_input"
 
 
 def test_history_shows_every_event_to_auditors(api: Api) -> None:

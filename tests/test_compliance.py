@@ -85,6 +85,7 @@ def test_restriction_stops_routine_processing_but_not_compliance(api: Api) -> No
         api.post(f"/v1/tickets/{tid}/status", {"status": "pending"}),
         api.get(f"/v1/users/{rita['id']}"),
         api.get(f"/v1/tickets/{tid}"),
+        api.get(f"/v1/tickets/{tid}/comments"),
     ]
     assert [r.status_code for r in refused] == [423] * len(refused)
     assert refused[0].json()["error"]["code"] == "processing_restricted"
@@ -92,6 +93,7 @@ def test_restriction_stops_routine_processing_but_not_compliance(api: Api) -> No
     listed = api.get("/v1/tickets", requester_id=rita["id"]).json()["items"]
     assert [(t["id"], t["subject"]) for t in listed] == [(tid, None)]
     assert api.get(f"/v1/tickets/{other}").json()["comments"][0]["body"] is None
+    assert api.get(f"/v1/tickets/{other}/comments").json()["items"][0]["body"] is None
     # Compliance still sees and acts; she can still give or withdraw consent.
     assert (
         api.get(f"/v1/users/{rita['id']}", role=Role.COMPLIANCE).json()["name"] == "Rita Restricted"
@@ -229,6 +231,9 @@ def test_every_decrypting_response_is_in_the_access_log(api: Api) -> None:
     person = api.user(name="Paula Watched")
     tid = api.ticket(person["id"])["id"]  # the 201 response shows her data: recorded
     api.get(f"/v1/tickets/{tid}")
+    agent = api.user(kind="agent")
+    api.post(f"/v1/tickets/{tid}/comments", {"author_id": agent["id"], "body": "Seen?"})
+    api.get(f"/v1/tickets/{tid}/comments")
     api.get(f"/v1/users/{person['id']}", role=Role.COMPLIANCE)
     api.get(f"/v1/tickets/{tid}/history", role=Role.AUDITOR)
     export = api.get(f"/v1/subjects/{person['id']}/export", role=Role.COMPLIANCE).json()
@@ -236,6 +241,9 @@ def test_every_decrypting_response_is_in_the_access_log(api: Api) -> None:
     assert ("test service", "service", "POST /v1/users") in seen
     assert ("test service", "service", "POST /v1/tickets") in seen
     assert ("test service", "service", "GET /v1/tickets/{ticket_id}") in seen
+    # A comment's answer shows her ticket's subject; the comment list shows her ticket's text.
+    assert ("test service", "service", "POST /v1/tickets/{ticket_id}/comments") in seen
+    assert ("test service", "service", "GET /v1/tickets/{ticket_id}/comments") in seen
     assert ("test compliance", "compliance", "GET /v1/users/{user_id}") in seen
     assert ("test auditor", "auditor", "GET /v1/tickets/{ticket_id}/history") in seen
     assert all(a["at"] for a in export["access_log"])

@@ -150,7 +150,7 @@ def test_the_etag_round_trips_and_a_stale_one_is_refused_with_nothing_stored(api
         f"{path}/comments", json=comment, headers={**api.headers(Role.SERVICE), "If-Match": etag}
     )
     assert fresh.status_code == 201, fresh.text
-    assert fresh.headers["etag"] == f'"{fresh.json()["version"]}"' != etag
+    assert fresh.headers["etag"] == f'"{fresh.json()["ticket"]["version"]}"' != etag
 
     before = api.runtime.desk.recorder.max_notification_id()
     stale = api.client.post(
@@ -161,7 +161,7 @@ def test_the_etag_round_trips_and_a_stale_one_is_refused_with_nothing_stored(api
     assert stale.status_code == 412
     error = stale.json()["error"]
     assert error["code"] == "version_mismatch"
-    assert error["details"][0]["current_version"] == fresh.json()["version"]
+    assert error["details"][0]["current_version"] == fresh.json()["ticket"]["version"]
     assert stale.headers["etag"] == fresh.headers["etag"]
     assert api.runtime.desk.recorder.max_notification_id() == before
     assert [c["body"] for c in api.get(path).json()["comments"]] == ["first"]

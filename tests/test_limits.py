@@ -294,7 +294,7 @@ def test_one_line_fields_refuse_line_breaks_and_texts_keep_them(api: Api) -> Non
         f"/v1/tickets/{scene['ticket']}/comments", {"author_id": scene["agent"], "body": text}
     )
     assert r.status_code == 201, r.text
-    assert r.json()["comments"][-1]["body"] == text
+    assert r.json()["comment"]["body"] == text
 
 
 def test_emails_are_validated_stripped_and_their_domain_lowercased(api: Api) -> None:

@@ -204,7 +204,8 @@ class Client:
         author = self.rng.choice(self.agents) if by_agent else self.tickets[tid].requester
         public = not by_agent or self.rng.random() < 0.8
         body = {"author_id": author, "body": "Soak comment", "public": public}
-        self._update(tid, self._call("comment", "POST", f"/v1/tickets/{tid}/comments", body))
+        answer = self._call("comment", "POST", f"/v1/tickets/{tid}/comments", body)
+        self._update(tid, answer and answer["ticket"])
         return True
 
     def _assign(self) -> bool:

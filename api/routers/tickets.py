@@ -11,10 +11,13 @@ from fastapi import APIRouter, Query, Request, Response
 from api.access import opener_for, record_access, record_history_access
 from api.deps import RuntimeDep, parse_id, pooled, require
 from api.errors import ApiError
-from api.present import history_event
+from api.limits import BIGINT_MAX
+from api.present import history_event, restricted_error
 from api.schemas import (
     AssignRequest,
+    CommentAdded,
     CommentCreate,
+    CommentPage,
     History,
     StatusRequest,
     TicketCreate,
@@ -132,7 +135,7 @@ def _restricted(runtime: Runtime, user_id: UUID) -> bool:
 @router.post(
     "/{ticket_id}/comments",
     status_code=201,
-    response_model=TicketOut,
+    response_model=CommentAdded,
     responses=command_responses(201),
 )
 @pooled
@@ -146,11 +149,47 @@ def comment(
     who: Principal = SERVICE,
 ) -> dict[str, Any]:
     tid = parse_id(ticket_id, "ticket")
-    runtime.desk.add_comment(
+    version = runtime.desk.add_comment(
         tid, body.author_id, body.body, body.public, expected_version(if_match)
     )
     runtime.runner.catch_up()
-    return tagged(response, _read(runtime, who, request, tid))
+    ticket = _summary(runtime, tid)
+    added, _ = runtime.queries.comments(str(tid), after=version - 1, limit=1)
+    opener = opener_for(runtime, who)
+    answer = {"comment": opener.comment(added[0]), "ticket": opener.ticket(ticket)}
+    record_access(runtime, who, request, opener)
+    tagged(response, ticket)
+    return answer
+
+
+@router.get("/{ticket_id}/comments", response_model=CommentPage)
+def list_comments(
+    ticket_id: str,
+    runtime: RuntimeDep,
+    request: Request,
+    who: Principal = SERVICE,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX, description="a ticket version")] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+) -> dict[str, Any]:
+    """The ticket's comments, oldest first, a page at a time (`next_after` asks for the next)."""
+    tid = parse_id(ticket_id, "ticket")
+    ticket = _summary(runtime, tid)
+    opener = opener_for(runtime, who)
+    if ticket["requester_restricted"] and not opener.may_see_restricted:
+        raise restricted_error()
+    items, next_after = runtime.queries.comments(str(tid), after, limit)
+    page = {"items": [opener.comment(c) for c in items], "next_after": next_after}
+    record_access(runtime, who, request, opener)
+    return page
+
+
+def _summary(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
+    """The ticket's row without its body or comments (nothing here opens them)."""
+    row = runtime.queries.ticket(str(ticket_id), with_comments=False)
+    if row is None:
+        raise ApiError(404, "not_found", f"no ticket with id {ticket_id}")
+    del row["body"]
+    return row
 
 
 @router.post("/{ticket_id}/assign", response_model=TicketOut, responses=command_responses(200))

@@ -64,6 +64,7 @@ def ticket_row(ticket: Ticket) -> dict[str, Any]:
         "tags": list(ticket.tags),
         "comments": [
             {
+                "version": c.version,
                 "author_id": c.author_id,
                 "body": c.body,
                 "public": c.public,

@@ -246,8 +246,11 @@ def measure(clients: int, warmup: float, seconds: float) -> list[Row]:
                     "info",
                     None,
                     note=(
-                        f"{clients} threads, {did}; HTTP and middleware only add to it, so the "
-                        f"HTTP ratio cannot exceed {rate / base.per_second:.2f}"
+                        f"{clients} threads, {did}. The server does all the bare app does "
+                        "besides, under the same interpreter lock, so the HTTP ratio cannot "
+                        f"exceed about {rate / (rate + base.per_second):.2f} "
+                        f"(calls/s / (calls/s + bare requests/s); {rate / base.per_second:.2f} "
+                        "if HTTP cost nothing)"
                     ),
                 )
             )
