@@ -109,7 +109,9 @@ class CommentOut(BaseModel):
     created_at: datetime
 
 
-class TicketOut(BaseModel):
+class TicketState(BaseModel):
+    """A ticket without its conversation: what a command on it answers."""
+
     id: UUID
     requester_id: UUID
     assignee_id: UUID | None
@@ -118,10 +120,13 @@ class TicketOut(BaseModel):
     subject: str | None
     body: str | None
     tags: list[str]
-    comments: list[CommentOut]
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class TicketOut(TicketState):
+    comments: list[CommentOut]
 
 
 class TicketSummary(BaseModel):

@@ -111,6 +111,8 @@ def test_ticket_lifecycle(api: Api) -> None:
     assert r.status_code == 200
     assert r.json()["assignee_id"] == agent["id"]
     assert r.json()["status"] == "open"  # assigning a new ticket opens it
+    assert r.json()["body"] == "Smoke everywhere"
+    assert "comments" not in r.json()  # commands answer without the conversation
     r = api.post(f"/v1/tickets/{tid}/status", {"status": "solved"})
     assert r.json()["status"] == "solved"
 

@@ -106,7 +106,7 @@ def test_agents_report_and_reopens(sla_api: Api, clock: HandClock) -> None:
     s = scene(api, clock)
     t1 = s["tickets"][0]
     r = api.post(f"/v1/tickets/{t1}/comments", {"author_id": s["customer"]["id"], "body": "again"})
-    assert r.json()["status"] == "open"
+    assert r.json()["ticket"]["status"] == "open"
     agents = {a["agent_id"]: a for a in api.get("/v1/reports/agents", **WINDOW).json()["agents"]}
     assert agents[s["a"]["id"]] == {
         "agent_id": s["a"]["id"],

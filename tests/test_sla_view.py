@@ -51,7 +51,7 @@ def test_targets_follow_replies_pauses_and_reopens(sla_api: Api, clock: HandCloc
     assert resolution["elapsed_business_minutes"] == 60
 
     r = api.post(f"/v1/tickets/{tid}/comments", {"author_id": customer["id"], "body": "Still?"})
-    assert r.json()["status"] == "open"  # the requester's reply reopened it
+    assert r.json()["ticket"]["status"] == "open"  # the requester's reply reopened it
     clock.advance(45)
     now = targets(api, tid)
     next_reply = now[("next_reply", 1)]

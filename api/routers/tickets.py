@@ -23,6 +23,7 @@ from api.schemas import (
     TicketCreate,
     TicketOut,
     TicketPage,
+    TicketState,
 )
 from api.sla_schemas import PriorityRequest, TagsRequest
 from api.tokens import Principal, Role
@@ -38,8 +39,15 @@ AUDIT = require(Role.AUDITOR)
 SERVICE_OR_AUDIT = require(Role.SERVICE, Role.AUDITOR)
 
 
-def _read(runtime: Runtime, who: Principal, request: Request, ticket_id: UUID) -> dict[str, Any]:
-    row = runtime.queries.ticket(str(ticket_id))
+def _read(
+    runtime: Runtime,
+    who: Principal,
+    request: Request,
+    ticket_id: UUID,
+    *,
+    with_comments: bool = True,
+) -> dict[str, Any]:
+    row = runtime.queries.ticket(str(ticket_id), with_comments=with_comments)
     if row is None:
         raise ApiError(404, "not_found", f"no ticket with id {ticket_id}")
     opener = opener_for(runtime, who)
@@ -192,7 +200,7 @@ def _summary(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
     return row
 
 
-@router.post("/{ticket_id}/assign", response_model=TicketOut, responses=command_responses(200))
+@router.post("/{ticket_id}/assign", response_model=TicketState, responses=command_responses(200))
 @pooled
 def assign(
     ticket_id: str,
@@ -206,10 +214,10 @@ def assign(
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.assign(tid, body.assignee_id, expected_version(if_match))
     runtime.runner.catch_up()
-    return tagged(response, _read(runtime, who, request, tid))
+    return tagged(response, _read(runtime, who, request, tid, with_comments=False))
 
 
-@router.post("/{ticket_id}/status", response_model=TicketOut, responses=command_responses(200))
+@router.post("/{ticket_id}/status", response_model=TicketState, responses=command_responses(200))
 @pooled
 def change_status(
     ticket_id: str,
@@ -223,10 +231,10 @@ def change_status(
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.change_status(tid, body.status, expected_version(if_match))
     runtime.runner.catch_up()
-    return tagged(response, _read(runtime, who, request, tid))
+    return tagged(response, _read(runtime, who, request, tid, with_comments=False))
 
 
-@router.post("/{ticket_id}/priority", response_model=TicketOut, responses=command_responses(200))
+@router.post("/{ticket_id}/priority", response_model=TicketState, responses=command_responses(200))
 @pooled
 def change_priority(
     ticket_id: str,
@@ -240,10 +248,10 @@ def change_priority(
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.change_priority(tid, body.priority, expected_version(if_match))
     runtime.runner.catch_up()
-    return tagged(response, _read(runtime, who, request, tid))
+    return tagged(response, _read(runtime, who, request, tid, with_comments=False))
 
 
-@router.post("/{ticket_id}/tags", response_model=TicketOut, responses=command_responses(200))
+@router.post("/{ticket_id}/tags", response_model=TicketState, responses=command_responses(200))
 @pooled
 def change_tags(
     ticket_id: str,
@@ -258,7 +266,7 @@ def change_tags(
     tid = parse_id(ticket_id, "ticket")
     runtime.desk.change_tags(tid, list(body.tags), expected_version(if_match))
     runtime.runner.catch_up()
-    return tagged(response, _read(runtime, who, request, tid))
+    return tagged(response, _read(runtime, who, request, tid, with_comments=False))
 
 
 @router.get("/{ticket_id}/history", response_model=History)
