@@ -1,7 +1,8 @@
 """Optimistic concurrency for clients: `ETag: "<version>"` out, `If-Match` in.
 
-The version is the ticket aggregate's. The desk compares it with the aggregate each command
-loads, so a command that lost a race and re-runs refuses instead of applying on newer state."""
+The version is the aggregate's (a ticket's or a user's). The desk compares it with the aggregate
+each command loads, so a command that lost a race and re-runs refuses instead of applying on
+newer state."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ IfMatch = Annotated[
     Header(
         alias="If-Match",
         description=(
-            "Apply the command only if the ticket is still at this version: the ETag of "
+            "Apply the command only if the ticket (or user) is still at this version: the ETag of "
             'a previous answer ("7"), or the bare number (7). Otherwise 412 version_mismatch.'
         ),
     ),
 ]
 
 ETAG_HEADER = {
-    "ETag": {"description": 'the ticket\'s version, as "<version>"', "schema": {"type": "string"}}
+    "ETag": {"description": 'the resource\'s version, as "<version>"', "schema": {"type": "string"}}
 }
 
 
@@ -46,7 +47,7 @@ def expected_version(if_match: str | None) -> int | None:
         raise ApiError(
             400,
             "invalid_if_match",
-            'If-Match must name one ticket version: 7, "7" or W/"7" (or *)',
+            'If-Match must name one version: 7, "7" or W/"7" (or *)',
         )
     return int(found.group(1) or found.group(2))
 
@@ -56,7 +57,7 @@ def etag(version: int) -> str:
 
 
 def tagged(response: Response, ticket: dict[str, Any]) -> dict[str, Any]:
-    """Give the answer the ETag of the ticket it carries."""
+    """Give the answer the ETag of the ticket or user it carries."""
     response.headers["ETag"] = etag(int(ticket["version"]))
     return ticket
 

@@ -224,6 +224,35 @@ def test_a_malformed_if_match_is_a_400_and_stores_nothing(api: Api, value: str) 
     assert api.runtime.desk.recorder.max_notification_id() == before
 
 
+def test_a_profile_change_takes_if_match_and_a_stale_one_reserves_no_address(api: Api) -> None:
+    user = api.user(name="Vera Version", email="vera@example.com")
+    path = f"/v1/users/{user['id']}"
+    read = api.get(path)
+    assert read.headers["etag"] == f'"{read.json()["version"]}"'
+
+    def patch(body: dict[str, Any], if_match: str) -> httpx.Response:
+        headers = {**api.headers(Role.SERVICE), "If-Match": if_match}
+        return api.client.patch(path, json=body, headers=headers)
+
+    renamed = patch({"name": "Vera Current"}, read.headers["etag"])
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.headers["etag"] == f'"{renamed.json()["version"]}"' != read.headers["etag"]
+
+    before = api.runtime.desk.recorder.max_notification_id()
+    stale = patch({"name": "Vera Stale", "email": "wanted@example.com"}, read.headers["etag"])
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["error"]["code"] == "version_mismatch"
+    assert stale.headers["etag"] == renamed.headers["etag"]
+    assert api.runtime.desk.recorder.max_notification_id() == before
+    assert api.get(path).json()["name"] == "Vera Current"
+    # The address the stale change asked for was not held for Vera: another user takes it.
+    other = {"kind": "customer", "name": "W", "email": "wanted@example.com"}
+    assert api.post("/v1/users", other).status_code == 201
+
+    assert patch({"name": "Vera"}, "seven").status_code == 400
+    assert patch({"name": "Vera"}, "*").status_code == 200
+
+
 def test_a_stale_upload_is_refused_and_an_unconditional_one_goes_through(api: Api) -> None:
     customer, _, ticket = scene(api)
     api.post(f"/v1/tickets/{ticket['id']}/priority", {"priority": "low"})

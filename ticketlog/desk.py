@@ -240,13 +240,18 @@ class HelpDesk(Application[UUID]):
         return user.id
 
     def update_user(
-        self, user_id: UUID, changes: dict[str, Any], organization_id: Any = UNSET
+        self,
+        user_id: UUID,
+        changes: dict[str, Any],
+        organization_id: Any = UNSET,
+        expected_version: int | None = None,
     ) -> None:
         if organization_id is not UNSET and organization_id is not None:
             self.get(Organization, organization_id)
 
         def command() -> User:
             user = self.get(User, user_id)
+            _expect_version(user, expected_version)
             now = self.clock()
             user.update_profile(changes, now)
             if organization_id is not UNSET:
@@ -257,7 +262,8 @@ class HelpDesk(Application[UUID]):
         if not isinstance(email, str):
             self.run(command)
             return
-        self.get(User, user_id)  # an unknown id is a 404 and reserves nothing
+        # An unknown id (404) or a stale If-Match (412) reserves nothing.
+        _expect_version(self.get(User, user_id), expected_version)
         with self._email_reserved(user_id, email) as digest:
             self.run(command)
         try:
