@@ -257,6 +257,7 @@ class OrganizationOut(BaseModel):
     contract_ended_at: datetime | None
     members: int
     created_at: datetime
+    version: int
 
 
 class RetentionRuleIn(Strict):

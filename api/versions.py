@@ -1,8 +1,8 @@
 """Optimistic concurrency for clients: `ETag: "<version>"` out, `If-Match` in.
 
-The version is the aggregate's (a ticket's or a user's). The desk compares it with the aggregate
-each command loads, so a command that lost a race and re-runs refuses instead of applying on
-newer state."""
+The version is the aggregate's (a ticket's, a user's or an organization's). The desk compares
+it with the aggregate each command loads, so a command that lost a race and re-runs refuses
+instead of applying on newer state."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ IfMatch = Annotated[
     Header(
         alias="If-Match",
         description=(
-            "Apply the command only if the ticket (or user) is still at this version: the ETag of "
-            'a previous answer ("7"), or the bare number (7). Otherwise 412 version_mismatch.'
+            "Apply the command only if the ticket (user, organization) is still at this version: "
+            'the ETag of a previous answer ("7"), or the bare number (7). Otherwise 412 '
+            "version_mismatch."
         ),
     ),
 ]
@@ -57,7 +58,7 @@ def etag(version: int) -> str:
 
 
 def tagged(response: Response, ticket: dict[str, Any]) -> dict[str, Any]:
-    """Give the answer the ETag of the ticket or user it carries."""
+    """Give the answer the ETag of the ticket, user or organization it carries."""
     response.headers["ETag"] = etag(int(ticket["version"]))
     return ticket
 

@@ -17,7 +17,7 @@ from projections.views import timestamp
 
 class ComplianceView:
     name = "compliance"
-    version = 1
+    version = 2  # 2: organizations carry their version (If-Match on contract end)
     tables: tuple[str, ...] = (
         "view_organizations",
         "view_consents",
@@ -27,7 +27,7 @@ class ComplianceView:
     schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_organizations ("
         " id TEXT PRIMARY KEY, name TEXT NOT NULL, contract_ended_at TEXT,"
-        " created_at TEXT NOT NULL)",
+        " created_at TEXT NOT NULL, version INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS view_organizations_contract"
         " ON view_organizations (contract_ended_at)",
         "CREATE TABLE IF NOT EXISTS view_consents ("
@@ -55,14 +55,14 @@ class ComplianceView:
 
     def _organization(self, c: Cursor, e: Organization.Registered) -> None:
         c.execute(
-            "INSERT INTO view_organizations (id, name, created_at) VALUES (?, ?, ?)",
-            [str(e.originator_id), e.name, timestamp(e.occurred_at)],
+            "INSERT INTO view_organizations (id, name, created_at, version) VALUES (?, ?, ?, ?)",
+            [str(e.originator_id), e.name, timestamp(e.occurred_at), e.originator_version],
         )
 
     def _contract_ended(self, c: Cursor, e: Organization.ContractEnded) -> None:
         c.execute(
-            "UPDATE view_organizations SET contract_ended_at = ? WHERE id = ?",
-            [timestamp(e.ended_at), str(e.originator_id)],
+            "UPDATE view_organizations SET contract_ended_at = ?, version = ? WHERE id = ?",
+            [timestamp(e.ended_at), e.originator_version, str(e.originator_id)],
         )
 
     def _consent(self, c: Cursor, e: User.ConsentRecorded) -> None:

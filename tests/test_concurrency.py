@@ -253,6 +253,27 @@ def test_a_profile_change_takes_if_match_and_a_stale_one_reserves_no_address(api
     assert patch({"name": "Vera"}, "*").status_code == 200
 
 
+def test_a_contract_end_takes_if_match(api: Api) -> None:
+    created = api.post("/v1/organizations", {"name": "Versioned GmbH"})
+    assert created.headers["etag"] == '"1"'
+    path = f"/v1/organizations/{created.json()['id']}"
+    assert api.get(path).headers["etag"] == '"1"'
+
+    def end(if_match: str) -> httpx.Response:
+        headers = {**api.headers(Role.COMPLIANCE), "If-Match": if_match}
+        return api.client.post(f"{path}/contract-end", json={}, headers=headers)
+
+    assert end("nine").status_code == 400
+    stale = end('"7"')
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["etag"] == '"1"'
+    assert api.get(path).json()["contract_ended_at"] is None  # nothing stored
+    ended = end('"1"')
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["contract_ended_at"] is not None
+    assert ended.headers["etag"] == f'"{ended.json()["version"]}"' == '"2"'
+
+
 def test_a_stale_upload_is_refused_and_an_unconditional_one_goes_through(api: Api) -> None:
     customer, _, ticket = scene(api)
     api.post(f"/v1/tickets/{ticket['id']}/priority", {"priority": "low"})

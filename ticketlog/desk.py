@@ -802,9 +802,15 @@ class HelpDesk(Application[UUID]):
         self.save(organization)
         return organization.id
 
-    def end_contract(self, organization_id: UUID, ended_at: datetime | None = None) -> None:
+    def end_contract(
+        self,
+        organization_id: UUID,
+        ended_at: datetime | None = None,
+        expected_version: int | None = None,
+    ) -> None:
         def command() -> Organization:
             organization = self.get(Organization, organization_id)
+            _expect_version(organization, expected_version)
             now = self.clock()
             organization.end_contract(ended_at or now, now)
             return organization

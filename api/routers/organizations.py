@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.deps import RuntimeDep, parse_id, require
 from api.errors import ApiError
 from api.schemas import ContractEndIn, OrganizationIn, OrganizationOut
 from api.tokens import Principal, Role
+from api.versions import ETAG_HEADER, IfMatch, command_responses, expected_version, tagged
 from ticketlog.runtime import Runtime
 
 router = APIRouter(prefix="/v1/organizations", tags=["organizations"])
@@ -26,24 +27,41 @@ def _read(runtime: Runtime, organization_id: UUID) -> dict[str, Any]:
     return row
 
 
-@router.post("", status_code=201, response_model=OrganizationOut)
-def register(body: OrganizationIn, runtime: RuntimeDep, who: Principal = WRITE) -> dict[str, Any]:
+@router.post(
+    "", status_code=201, response_model=OrganizationOut, responses={201: {"headers": ETAG_HEADER}}
+)
+def register(
+    body: OrganizationIn, runtime: RuntimeDep, response: Response, who: Principal = WRITE
+) -> dict[str, Any]:
     organization_id = runtime.desk.register_organization(body.name)
     runtime.runner.catch_up()
-    return _read(runtime, organization_id)
+    return tagged(response, _read(runtime, organization_id))
 
 
-@router.get("/{organization_id}", response_model=OrganizationOut)
-def get(organization_id: str, runtime: RuntimeDep, who: Principal = READ) -> dict[str, Any]:
-    return _read(runtime, parse_id(organization_id, "organization"))
+@router.get(
+    "/{organization_id}", response_model=OrganizationOut, responses={200: {"headers": ETAG_HEADER}}
+)
+def get(
+    organization_id: str, runtime: RuntimeDep, response: Response, who: Principal = READ
+) -> dict[str, Any]:
+    return tagged(response, _read(runtime, parse_id(organization_id, "organization")))
 
 
-@router.post("/{organization_id}/contract-end", response_model=OrganizationOut)
+@router.post(
+    "/{organization_id}/contract-end",
+    response_model=OrganizationOut,
+    responses=command_responses(200),
+)
 def contract_end(
-    organization_id: str, body: ContractEndIn, runtime: RuntimeDep, who: Principal = CONTRACTS
+    organization_id: str,
+    body: ContractEndIn,
+    runtime: RuntimeDep,
+    response: Response,
+    if_match: IfMatch = None,
+    who: Principal = CONTRACTS,
 ) -> dict[str, Any]:
     """Record the end of the support contract; retention may later erase its people."""
     oid = parse_id(organization_id, "organization")
-    runtime.desk.end_contract(oid, body.ended_at)
+    runtime.desk.end_contract(oid, body.ended_at, expected_version(if_match))
     runtime.runner.catch_up()
-    return _read(runtime, oid)
+    return tagged(response, _read(runtime, oid))
