@@ -130,14 +130,14 @@ def compose(
 ) -> EmailMessage | None:
     """The email for one notification, or None when something it needs was erased."""
     user = queries.user(recipient_id)
-    ticket = queries.ticket(ticket_id)
+    ticket = queries.ticket(ticket_id, with_comments=False)
     if user is None or ticket is None:
         return None
     try:
         to = _open(user["email"], vault)
         name = _open(user["name"], vault)
         subject = _open(ticket["subject"], vault)
-        text = _body(kind, ticket, event_version, vault)
+        text = _body(kind, ticket, event_version, queries, vault)
     except ErasedData:
         return None
     message = EmailMessage()
@@ -158,12 +158,15 @@ def _one_line(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def _body(kind: str, ticket: dict[str, Any], version: int, vault: KeyVault) -> str:
+def _body(
+    kind: str, ticket: dict[str, Any], version: int, queries: Queries, vault: KeyVault
+) -> str:
     if kind in (NotificationKind.AGENT_REPLY, NotificationKind.REQUESTER_REPLY):
-        comment = next((c for c in ticket["comments"] if c["version"] == version), None)
-        if comment is None:
+        # Only the reply itself: a long conversation costs no more to notify about.
+        replies, _ = queries.comments(ticket["id"], after=version - 1, limit=1)
+        if not replies or replies[0]["version"] != version:
             raise ErasedData()
-        return str(_open(comment["body"], vault))
+        return str(_open(replies[0]["body"], vault))
     if kind == NotificationKind.TICKET_SOLVED:
         return "Your request has been solved. Reply to this ticket if anything is still wrong."
     return "A ticket was assigned to you:\n\n" + str(_open(ticket["body"], vault))
