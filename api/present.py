@@ -57,9 +57,13 @@ class Opener:
                         self.subjects.add(UUID(owner.removeprefix("user:")))
         return value
 
-    def user(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.may_see_restricted and row["restricted"]:
+    def refuse_if_restricted(self, restricted: bool) -> None:
+        """423 when the person restricted processing and this caller may not see past it."""
+        if restricted and not self.may_see_restricted:
             raise restricted_error()
+
+    def user(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.refuse_if_restricted(row["restricted"])
         out = dict(row)
         profile_gone = False
         for field in USER_PERSONAL:
@@ -79,9 +83,9 @@ class Opener:
     def ticket(self, row: dict[str, Any], *, in_list: bool = False) -> dict[str, Any]:
         """A ticket opened; a restricted requester's ticket is refused (423), or in a list
         shown without its personal fields."""
-        if not self.may_see_restricted and row["requester_restricted"]:
-            if not in_list:
-                raise restricted_error()
+        if not in_list:
+            self.refuse_if_restricted(row["requester_restricted"])
+        elif row["requester_restricted"] and not self.may_see_restricted:
             return {**row, "subject": None, "body": None, "comments": []}
         out = {**row, "subject": self.value(row["subject"])}
         if "body" in row:

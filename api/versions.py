@@ -57,10 +57,10 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def tagged(response: Response, ticket: dict[str, Any]) -> dict[str, Any]:
+def tagged(response: Response, resource: dict[str, Any]) -> dict[str, Any]:
     """Give the answer the ETag of the ticket, user or organization it carries."""
-    response.headers["ETag"] = etag(int(ticket["version"]))
-    return ticket
+    response.headers["ETag"] = etag(int(resource["version"]))
+    return resource
 
 
 def command_responses(status: int) -> dict[int | str, dict[str, Any]]:

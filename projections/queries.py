@@ -129,6 +129,14 @@ class Queries:
             ).fetchall()
         return {**_ticket(row), "comments": [_comment(r) for r in comments]}
 
+    def comment(self, ticket_id: str, version: int) -> dict[str, Any] | None:
+        """The comment the ticket's event `version` recorded, if it is one."""
+        with self.db.transaction(commit=False) as c:
+            row = c.execute(
+                f"{COMMENTS} WHERE m.ticket_id = ? AND m.version = ?", [ticket_id, version]
+            ).fetchone()
+        return None if row is None else _comment(row)
+
     def comments(
         self, ticket_id: str, after: int, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:

@@ -12,7 +12,7 @@ from api.access import opener_for, record_access, record_history_access
 from api.deps import RuntimeDep, parse_id, pooled, require
 from api.errors import ApiError
 from api.limits import BIGINT_MAX
-from api.present import history_event, restricted_error
+from api.present import history_event
 from api.schemas import (
     AssignRequest,
     CommentAdded,
@@ -29,6 +29,7 @@ from api.sla_schemas import PriorityRequest, TagsRequest
 from api.tokens import Principal, Role
 from api.versions import ETAG_HEADER, IfMatch, command_responses, expected_version, tagged
 from domain.ticket import Status
+from projections.kafka import ViewsLagging
 from projections.queries import TicketFilter
 from ticketlog.audit.replay import PointInTime, ticket_as_of, ticket_row
 from ticketlog.runtime import Runtime
@@ -47,9 +48,7 @@ def _read(
     *,
     with_comments: bool = True,
 ) -> dict[str, Any]:
-    row = runtime.queries.ticket(str(ticket_id), with_comments=with_comments)
-    if row is None:
-        raise ApiError(404, "not_found", f"no ticket with id {ticket_id}")
+    row = _row(runtime, ticket_id, with_comments=with_comments)
     opener = opener_for(runtime, who)
     body = opener.ticket(row)
     record_access(runtime, who, request, opener)
@@ -162,9 +161,11 @@ def comment(
     )
     runtime.runner.catch_up()
     ticket = _summary(runtime, tid)
-    added, _ = runtime.queries.comments(str(tid), after=version - 1, limit=1)
+    added = runtime.queries.comment(str(tid), version)
+    if added is None:  # stored, but another process emptied the views to rebuild them
+        raise ViewsLagging(f"comment {version} of ticket {tid} is not in the views yet")
     opener = opener_for(runtime, who)
-    answer = {"comment": opener.comment(added[0]), "ticket": opener.ticket(ticket)}
+    answer = {"comment": opener.comment(added), "ticket": opener.ticket(ticket)}
     record_access(runtime, who, request, opener)
     tagged(response, ticket)
     return answer
@@ -183,19 +184,23 @@ def list_comments(
     tid = parse_id(ticket_id, "ticket")
     ticket = _summary(runtime, tid)
     opener = opener_for(runtime, who)
-    if ticket["requester_restricted"] and not opener.may_see_restricted:
-        raise restricted_error()
+    opener.refuse_if_restricted(ticket["requester_restricted"])
     items, next_after = runtime.queries.comments(str(tid), after, limit)
     page = {"items": [opener.comment(c) for c in items], "next_after": next_after}
     record_access(runtime, who, request, opener)
     return page
 
 
-def _summary(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
-    """The ticket's row without its body or comments (nothing here opens them)."""
-    row = runtime.queries.ticket(str(ticket_id), with_comments=False)
+def _row(runtime: Runtime, ticket_id: UUID, *, with_comments: bool) -> dict[str, Any]:
+    row = runtime.queries.ticket(str(ticket_id), with_comments=with_comments)
     if row is None:
         raise ApiError(404, "not_found", f"no ticket with id {ticket_id}")
+    return row
+
+
+def _summary(runtime: Runtime, ticket_id: UUID) -> dict[str, Any]:
+    """The ticket's row without its body or comments (nothing here opens them)."""
+    row = _row(runtime, ticket_id, with_comments=False)
     del row["body"]
     return row
 

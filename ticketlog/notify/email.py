@@ -163,10 +163,10 @@ def _body(
 ) -> str:
     if kind in (NotificationKind.AGENT_REPLY, NotificationKind.REQUESTER_REPLY):
         # Only the reply itself: a long conversation costs no more to notify about.
-        replies, _ = queries.comments(ticket["id"], after=version - 1, limit=1)
-        if not replies or replies[0]["version"] != version:
+        reply = queries.comment(ticket["id"], version)
+        if reply is None:
             raise ErasedData()
-        return str(_open(replies[0]["body"], vault))
+        return str(_open(reply["body"], vault))
     if kind == NotificationKind.TICKET_SOLVED:
         return "Your request has been solved. Reply to this ticket if anything is still wrong."
     return "A ticket was assigned to you:\n\n" + str(_open(ticket["body"], vault))
