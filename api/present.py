@@ -57,13 +57,14 @@ class Opener:
                         self.subjects.add(UUID(owner.removeprefix("user:")))
         return value
 
-    def refuse_if_restricted(self, restricted: bool) -> None:
-        """423 when the person restricted processing and this caller may not see past it."""
-        if restricted and not self.may_see_restricted:
+    def refuse_if_restricted(self, row: dict[str, Any], flag: str) -> None:
+        """423 when the row's person restricted processing (`row[flag]`) and this caller may
+        not see past it. Callers who may are not asked for the flag: rebuilt rows lack it."""
+        if not self.may_see_restricted and row[flag]:
             raise restricted_error()
 
     def user(self, row: dict[str, Any]) -> dict[str, Any]:
-        self.refuse_if_restricted(row["restricted"])
+        self.refuse_if_restricted(row, "restricted")
         out = dict(row)
         profile_gone = False
         for field in USER_PERSONAL:
@@ -84,8 +85,8 @@ class Opener:
         """A ticket opened; a restricted requester's ticket is refused (423), or in a list
         shown without its personal fields."""
         if not in_list:
-            self.refuse_if_restricted(row["requester_restricted"])
-        elif row["requester_restricted"] and not self.may_see_restricted:
+            self.refuse_if_restricted(row, "requester_restricted")
+        elif not self.may_see_restricted and row["requester_restricted"]:
             return {**row, "subject": None, "body": None, "comments": []}
         out = {**row, "subject": self.value(row["subject"])}
         if "body" in row:

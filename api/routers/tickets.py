@@ -184,7 +184,7 @@ def list_comments(
     tid = parse_id(ticket_id, "ticket")
     ticket = _summary(runtime, tid)
     opener = opener_for(runtime, who)
-    opener.refuse_if_restricted(ticket["requester_restricted"])
+    opener.refuse_if_restricted(ticket, "requester_restricted")
     items, next_after = runtime.queries.comments(str(tid), after, limit)
     page = {"items": [opener.comment(c) for c in items], "next_after": next_after}
     record_access(runtime, who, request, opener)
