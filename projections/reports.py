@@ -12,15 +12,17 @@ query) against today's policy and schedule versions. Slower, and only on request
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from domain.sla.metrics import Metric, evaluate
+from projections.report_days import DayTallies
 from projections.sla_view import parse_time, terms_resolver, timeline_facts
-from projections.sql import Database
+from projections.sql import Cursor, Database
+from projections.tally import ACHIEVED, ACTIVE, BREACHED, Tallies, percentile, tally_rows
 from projections.views import timestamp
 
 GROUPS = ("policy", "priority", "assignee")
@@ -38,51 +40,15 @@ def _outcome(achieved: str, breached: str, active: str) -> str:
 _OUTCOME = _outcome("'achieved'", "'breached'", "'active'")
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    value = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-    return round(value, 2)
-
-
-# Outcomes as small integers: a report reads one per target, and CPython shares small ints
-# where a string per row would be a new object.
-ACHIEVED, BREACHED, ACTIVE = 0, 1, 2
 _OUTCOME_CODE = _outcome(str(ACHIEVED), str(BREACHED), str(ACTIVE))
 _CODES = {"achieved": ACHIEVED, "breached": BREACHED, "active": ACTIVE}
 
 
-class _Tally:
-    def __init__(self) -> None:
-        self.counts = [0, 0, 0]  # by outcome code
-        self.calendar_s: list[int] = []
-        self.business_s: list[int] = []
-
-    def summary(self, metric: str) -> dict[str, Any]:
-        achieved, breached, active = self.counts
-        decided = achieved + breached
-        calendar = [s / 60 for s in self.calendar_s]
-        business = [s / 60 for s in self.business_s]
-        return {
-            "metric": metric,
-            "achieved": achieved,
-            "breached": breached,
-            "active": active,
-            "achievement_pct": None if not decided else round(100 * achieved / decided, 1),
-            "median_calendar_minutes": percentile(calendar, 0.5),
-            "p90_calendar_minutes": percentile(calendar, 0.9),
-            "median_business_minutes": percentile(business, 0.5),
-            "p90_business_minutes": percentile(business, 0.9),
-        }
-
-
 class Reports:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, days: DayTallies | None = None) -> None:
+        """`days`: the process's kept day tallies; without them every day is counted."""
         self.db = db
+        self.days = DayTallies() if days is None else days
 
     def _targets(self, start: datetime, end: datetime, now: datetime) -> list[Any]:
         with self.db.transaction(commit=False) as c:
@@ -95,22 +61,14 @@ class Reports:
                 [timestamp(now), timestamp(start), timestamp(end)],
             ).fetchall()
 
-    def _report_rows(
-        self, start: datetime, end: datetime, now: datetime, group_by: str
-    ) -> list[tuple[Any, ...]]:
-        """Per target (group, metric, outcome code, calendar s, business s; the times only when
-        fulfilled): columns one index holds (`view_sla_targets_report`), so the database answers
-        from the index alone, read as tuples of mostly small integers, which is much cheaper
-        than by name when a window holds a couple of hundred thousand targets."""
-        fulfilled = "CASE WHEN fulfilled_at IS NULL THEN NULL ELSE {} END"
+    def _tallies(self, start: datetime, end: datetime, now: datetime, group_by: str) -> Tallies:
+        """Per group and metric, the targets that started in the window, whole days kept."""
+
+        def count(c: Cursor, start: datetime, end: datetime) -> Tallies:
+            return tally_rows(_report_rows(c, start, end, now, group_by))
+
         with self.db.transaction(commit=False) as c:
-            return c.tuples(
-                f"SELECT {_GROUP_COLUMNS[group_by]}, metric, {_OUTCOME_CODE},"
-                f" {fulfilled.format('elapsed_calendar_s')},"
-                f" {fulfilled.format('elapsed_business_s')}"
-                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?",
-                [timestamp(now), timestamp(start), timestamp(end)],
-            )
+            return self.days.tally(c, start, end, now, group_by, count)
 
     def _policy_names(
         self, policy_ids: Iterable[str | None], start: datetime, end: datetime
@@ -192,9 +150,9 @@ class Reports:
             ]
             if group_by == "policy":  # oldest first: the latest name wins
                 labels = {r["policy_id"]: r["policy_name"] for r in targets}
-            tallies = _tally(rows)
+            tallies = tally_rows(rows)
         else:
-            tallies = _tally(self._report_rows(start, end, now, group_by))
+            tallies = self._tallies(start, end, now, group_by)
             if group_by == "policy":
                 labels = self._policy_names({key for key, _ in tallies}, start, end)
         groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
@@ -284,15 +242,18 @@ class Reports:
 _GROUP_COLUMNS = {"policy": "policy_id", "priority": "priority", "assignee": "assignee_id"}
 
 
-def _tally(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str | None, str], _Tally]:
-    """Tallies per group and metric from rows (group, metric, outcome code, calendar s,
-    business s)."""
-    tallies: dict[tuple[Any, str], _Tally] = defaultdict(_Tally)
-    for group, metric, outcome, calendar_s, business_s in rows:
-        tally = tallies[(group, metric)]
-        tally.counts[outcome] += 1
-        if calendar_s is not None:
-            tally.calendar_s.append(calendar_s)
-            if business_s is not None:
-                tally.business_s.append(business_s)
-    return {(None if g is None else str(g), m): t for (g, m), t in tallies.items()}
+def _report_rows(
+    c: Cursor, start: datetime, end: datetime, now: datetime, group_by: str
+) -> list[tuple[Any, ...]]:
+    """Per target (group, metric, outcome code, calendar s, business s; the times only when
+    fulfilled): columns one index holds (`view_sla_targets_report`), so the database answers
+    from the index alone, read as tuples of mostly small integers, which is much cheaper than
+    by name when a window holds a couple of hundred thousand targets."""
+    fulfilled = "CASE WHEN fulfilled_at IS NULL THEN NULL ELSE {} END"
+    return c.tuples(
+        f"SELECT {_GROUP_COLUMNS[group_by]}, metric, {_OUTCOME_CODE},"
+        f" {fulfilled.format('elapsed_calendar_s')},"
+        f" {fulfilled.format('elapsed_business_s')}"
+        f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?",
+        [timestamp(now), timestamp(start), timestamp(end)],
+    )

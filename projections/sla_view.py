@@ -145,12 +145,20 @@ class _Batch:
     tickets: dict[str, dict[str, Any]] = field(default_factory=dict)
     opened: set[str] = field(default_factory=set)  # to insert
     changed: set[str] = field(default_factory=set)  # to update
-    to_evaluate: set[str] = field(default_factory=set)
+    # Tickets whose targets to recompute, each with the batch's count of such events when its
+    # latest one came and that event's version: the days the targets fall on are marked with
+    # the latest event (in log order) that rewrote them, so marks do not depend on batch sizes.
+    to_evaluate: dict[str, tuple[int, int]] = field(default_factory=dict)
+    evaluations: int = 0
+
+    def evaluate(self, ticket_id: str, e: Any) -> None:
+        self.evaluations += 1
+        self.to_evaluate[ticket_id] = (self.evaluations, e.originator_version)
 
 
 class SlaView:
     name = "sla"
-    version = 2  # 2: the covering report index
+    version = 3  # 2: the covering report index; 3: the day marks
     tables: tuple[str, ...] = (
         "view_sla_people",
         "view_sla_schedules",
@@ -159,6 +167,7 @@ class SlaView:
         "view_sla_targets",
         "view_sla_breaches",
         "view_sla_agent_activity",
+        "view_sla_target_days",
     )
     schema: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS view_sla_people ("
@@ -200,6 +209,11 @@ class SlaView:
         " kind TEXT NOT NULL, at TEXT NOT NULL, agent_replies INTEGER NOT NULL,"
         " PRIMARY KEY (ticket_id, version, kind))",
         "CREATE INDEX IF NOT EXISTS view_sla_activity_at ON view_sla_agent_activity (at, agent_id)",
+        # Each UTC day (of `started_at`) with targets, marked with the latest event that may
+        # have rewritten them: reports keep whole days' tallies until the mark changes
+        # (projections/report_days.py). Marks come from the log alone, so rebuilt views match.
+        "CREATE TABLE IF NOT EXISTS view_sla_target_days ("
+        " day TEXT PRIMARY KEY, token TEXT NOT NULL)",
     )
 
     def apply(self, c: Cursor, event: Any) -> None:
@@ -260,7 +274,7 @@ class SlaView:
             "last_at": at,
         }
         batch.opened.add(ticket_id)
-        batch.to_evaluate.add(ticket_id)
+        batch.evaluate(ticket_id, e)
 
     def _comment_added(self, c: Cursor, e: Ticket.CommentAdded) -> None:
         ticket = self._ticket(c, e)
@@ -273,19 +287,19 @@ class SlaView:
             ticket["timeline"].append(["requester", at, None])
             ticket["last_at"] = at
             batch.changed.add(ticket_id)
-            batch.to_evaluate.add(ticket_id)
+            batch.evaluate(ticket_id, e)
             return
         person = c.execute("SELECT is_agent FROM view_sla_people WHERE id = ?", [author]).fetchone()
         if person is None or not person["is_agent"]:
             return
         self._change(c, ticket, agent_replies=ticket["agent_replies"] + 1)
         self._activity(c, e, author, "reply", ticket["agent_replies"])
-        self._append(c, ticket, ["reply", timestamp(e.occurred_at), None])
+        self._append(c, e, ticket, ["reply", timestamp(e.occurred_at), None])
 
     def _assigned(self, c: Cursor, e: Ticket.Assigned) -> None:
         ticket = self._ticket(c, e)
         self._change(c, ticket, assignee_id=id_text(e.assignee_id))
-        self._batch(c).to_evaluate.add(ticket["ticket_id"])
+        self._batch(c).evaluate(ticket["ticket_id"], e)
 
     def _status_changed(self, c: Cursor, e: Ticket.StatusChanged) -> None:
         ticket = self._ticket(c, e)
@@ -295,12 +309,12 @@ class SlaView:
             elif ticket["status"] in ("solved",) and e.status == "open":
                 self._activity(c, e, ticket["assignee_id"], "reopened", ticket["agent_replies"])
         self._change(c, ticket, status=e.status)
-        self._append(c, ticket, ["status", timestamp(e.occurred_at), e.status])
+        self._append(c, e, ticket, ["status", timestamp(e.occurred_at), e.status])
 
     def _priority_changed(self, c: Cursor, e: Ticket.PriorityChanged) -> None:
         ticket = self._ticket(c, e)
         self._change(c, ticket, priority=e.priority)
-        self._append(c, ticket, ["priority", timestamp(e.occurred_at), e.priority])
+        self._append(c, e, ticket, ["priority", timestamp(e.occurred_at), e.priority])
 
     def _policy_applied(self, c: Cursor, e: Ticket.SlaPolicyApplied) -> None:
         ticket = self._ticket(c, e)
@@ -315,7 +329,7 @@ class SlaView:
             ]
         )
         self._change(c, ticket, policy=orjson.dumps(ref).decode())
-        self._append(c, ticket, ["policy", timestamp(e.occurred_at), ref])
+        self._append(c, e, ticket, ["policy", timestamp(e.occurred_at), ref])
 
     def _history_imported(self, c: Cursor, e: Ticket.HistoryImported) -> None:
         ticket_id = id_text(e.originator_id)
@@ -364,11 +378,24 @@ class SlaView:
             c.executemany("DELETE FROM view_sla_targets WHERE ticket_id = ?", earlier)
         resolve = remembered(terms_resolver(c))
         targets: list[list[Any]] = []
+        marks: dict[str, tuple[int, int, str]] = {}  # day -> (order, version, ticket)
         for ticket_id in evaluated:
             ticket = rows[ticket_id]
             timeline = ticket["timeline"]
             results = evaluate(timeline_facts(timeline, resolve), parse_time(timeline[-1][1]))
             targets += [self._target_row(ticket, r) for r in results]
+            # A target starts at a timeline entry, and the timeline only grows, so the days of
+            # its entries hold both the targets deleted above and those written below.
+            mark = (*batch.to_evaluate[ticket_id], ticket_id)
+            for day in {entry[1][:10] for entry in timeline}:
+                if day not in marks or marks[day] < mark:
+                    marks[day] = mark
+        if marks:
+            c.executemany(
+                "INSERT INTO view_sla_target_days (day, token) VALUES (?, ?)"
+                " ON CONFLICT (day) DO UPDATE SET token = excluded.token",
+                [[day, f"{t}@{version}"] for day, (_, version, t) in sorted(marks.items())],
+            )
         if targets:
             c.executemany(
                 "INSERT INTO view_sla_targets (ticket_id, metric, instance, policy_id,"
@@ -422,10 +449,10 @@ class SlaView:
             ],
         )
 
-    def _append(self, c: Cursor, ticket: dict[str, Any], entry: list[Any]) -> None:
+    def _append(self, c: Cursor, e: Any, ticket: dict[str, Any], entry: list[Any]) -> None:
         ticket["timeline"].append(entry)
         self._change(c, ticket, last_at=entry[1])
-        self._batch(c).to_evaluate.add(ticket["ticket_id"])
+        self._batch(c).evaluate(ticket["ticket_id"], e)
 
     @staticmethod
     def _target_row(ticket: Any, r: TargetResult) -> list[Any]:

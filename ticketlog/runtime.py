@@ -16,6 +16,7 @@ from crypto.vault import KeyVault
 from projections.attachments import AttachmentQueries, AttachmentsView
 from projections.compliance import ComplianceView
 from projections.queries import Queries
+from projections.report_days import DayTallies
 from projections.runner import ProjectionRunner
 from projections.sla_view import SlaView
 from projections.sql import Database, ensure_schema
@@ -143,6 +144,8 @@ class Runtime:
     notifications: Outbox
     webhooks: WebhookStore
     audit: AuditLog | None = None
+    # Whole days of SLA reports, counted once per process (projections/report_days.py).
+    report_days: DayTallies = field(default_factory=DayTallies)
     closers: list[Callable[[], None]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
     _checkpointer: Checkpointer | None = field(default=None, repr=False)

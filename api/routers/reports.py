@@ -72,7 +72,7 @@ def sla_report(
     `configured=now`: recomputed against today's versions of the same policies."""
     start, end, now = _range(runtime, start, end)
     runtime.runner.catch_up()
-    groups = Reports(runtime.views.db).sla(
+    groups = Reports(runtime.views.db, runtime.report_days).sla(
         start, end, group_by, now, configured_now=configured == "now"
     )
     if _wants_csv(request):

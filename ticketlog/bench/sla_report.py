@@ -23,10 +23,12 @@ from api.sla_schemas import PolicyIn, ScheduleIn
 from api.tokens import Role
 from domain.ticket import Author, Status, Ticket
 from domain.user import UserKind
+from projections.report_days import DayTallies
 from ticketlog.bench.fixtures import BODY, COMMENT, NOW, SUBJECT, register_customer, runtime_in
 from ticketlog.bench.report import Row
 from ticketlog.desk import HelpDesk
 from ticketlog.progress import ProgressBar
+from ticketlog.runtime import Runtime
 
 GOAL_MS = 300.0
 SAMPLES = 15
@@ -98,14 +100,21 @@ def measure(tickets: int) -> list[Row]:
             headers = {"Authorization": f"Bearer {token}"}
             year = {"from": (NOW - timedelta(days=366)).isoformat()}
             return [
-                _row(client, headers, {}, f"SLA report, last 30 days of {tickets:,} tickets"),
-                _row(client, headers, year, f"SLA report over all {tickets:,} tickets (a year)"),
+                _row(rt, client, headers, {}, f"SLA report, last 30 days of {tickets:,} tickets"),
+                _row(rt, client, headers, year, f"SLA report over all {tickets:,} tickets"),
             ]
 
 
-def _row(client: httpx.Client, headers: dict[str, str], params: dict[str, str], what: str) -> Row:
+def _row(
+    rt: Runtime,
+    client: httpx.Client,
+    headers: dict[str, str],
+    params: dict[str, str],
+    what: str,
+) -> Row:
+    rt.report_days = DayTallies()  # the first answer counts every day, as after a restart
     timings = []
-    for _ in range(SAMPLES + 1):  # the first answer warms caches; not counted
+    for _ in range(SAMPLES + 1):  # the first answer also warms SQLite's caches; not counted
         start = time.perf_counter()
         response = client.get("/v1/reports/sla", headers=headers, params=params)
         timings.append(time.perf_counter() - start)
@@ -121,5 +130,6 @@ def _row(client: httpx.Client, headers: dict[str, str], params: dict[str, str], 
         "ms p50",
         f"< {GOAL_MS:.0f} ms",
         p50 < GOAL_MS,
-        note=f"{counted:,} targets counted; p90 {p90:.0f} ms",
+        note=f"{counted:,} targets counted; p90 {p90:.0f} ms; first answer, no day kept yet:"
+        f" {timings[0] * 1000:.0f} ms",
     )
