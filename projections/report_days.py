@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from projections.sla_view import SlaView
 from projections.sql import Cursor
+from projections.store import build_of
 from projections.tally import Tallies, Tally, merge
 from projections.views import timestamp
 
@@ -49,6 +51,7 @@ class DayTallies:
         self.max_times = max_times
         self._times = 0
         self._days: OrderedDict[tuple[str, date], _Day] = OrderedDict()
+        self._build: str | None = None  # of the SLA view the kept days were counted from
         self._lock = threading.Lock()
         self.counted = 0  # days counted from the view (for tests and the benchmark)
         self.reused = 0  # days answered from memory
@@ -71,6 +74,7 @@ class DayTallies:
             merge(total, count(c, start, _midnight(first)))
         if _midnight(last) < end:
             merge(total, count(c, _midnight(last), end))
+        self._forget_unless(build_of(c, SlaView.name))
         tokens = dict(
             c.tuples(
                 "SELECT day, token FROM view_sla_target_days WHERE day >= ? AND day < ?",
@@ -92,6 +96,16 @@ class DayTallies:
                 self.reused += 1
             merge(total, kept.tallies)
         return total
+
+    def _forget_unless(self, build: str | None) -> None:
+        """Forget every kept day once the SLA view has been built again: a mark names the
+        latest event that rewrote a day, but a build that applies partitions in another order
+        can end on the same event with more of the others in."""
+        with self._lock:
+            if build != self._build:
+                self._days.clear()
+                self._times = 0
+                self._build = build
 
     def _get(self, key: tuple[str, date]) -> _Day | None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -18,6 +19,22 @@ SORTER_THREADS = min(os.cpu_count() or 1, 4)
 # Index statements a rebuild drops and builds again at its end. Unique ones too: no view
 # relies on a unique index while applying events (ON CONFLICT targets primary keys only).
 _CREATE_INDEX = ("CREATE INDEX IF NOT EXISTS ", "CREATE UNIQUE INDEX IF NOT EXISTS ")
+
+
+def build_of(c: Cursor, view_name: str) -> str | None:
+    """The view's build: a new random name each time its tables are emptied or recreated, so
+    that what a process keeps from a view's rows can tell that the view was built again (by
+    any process, possibly with its events applied in another order across Kafka partitions)."""
+    rows = c.tuples("SELECT build FROM view_builds WHERE name = ?", [view_name])
+    return rows[0][0] if rows else None
+
+
+def _new_build(c: Cursor, view_name: str) -> None:
+    c.execute(
+        "INSERT INTO view_builds (name, build) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET build = excluded.build",
+        [view_name, secrets.token_hex(8)],
+    )
 
 
 def _index_statements(view: View) -> list[str]:
@@ -53,7 +70,11 @@ class ViewStore:
     def create_tables(self) -> None:
         """Create missing tables; a view whose version changed is dropped and rebuilt."""
         self.db.execute_script(
-            ["CREATE TABLE IF NOT EXISTS view_versions (name TEXT PRIMARY KEY, version INTEGER)"]
+            [
+                "CREATE TABLE IF NOT EXISTS view_versions (name TEXT PRIMARY KEY, version INTEGER)",
+                "CREATE TABLE IF NOT EXISTS view_builds ("
+                " name TEXT PRIMARY KEY, build TEXT NOT NULL)",
+            ]
         )
         with self.db.transaction() as c:
             stored = {
@@ -73,6 +94,7 @@ class ViewStore:
                     "INSERT INTO view_versions (name, version) VALUES (?, ?)",
                     [view.name, view.version],
                 )
+                _new_build(c, view.name)
         # One statement per transaction: on PostgreSQL, CREATE INDEX IF NOT EXISTS locks its
         # table even when the index exists, and holding several such locks at once while a
         # projector in another process writes those tables is a deadlock.
@@ -123,6 +145,7 @@ class ViewStore:
                 c.execute(
                     f"DELETE FROM {self.tracking_table} WHERE application_name = ?", [view.name]
                 )
+                _new_build(c, view.name)
         return dropping
 
     def create_indexes(self, views: Sequence[View]) -> None:
