@@ -66,14 +66,28 @@ class DayTallies:
         count: Count,
     ) -> Tallies:
         """Tallies of the targets that started in [start, end), outcomes as at `now`."""
-        first, last = _whole_days(start, end)
-        if first >= last:
-            return count(c, start, end)
         total: Tallies = defaultdict(Tally)
+        for _, tallies in self.by_day(c, start, end, now, grouping, count):
+            merge(total, tallies)
+        return total
+
+    def by_day(
+        self,
+        c: Cursor,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        grouping: str,
+        count: Count,
+    ) -> Iterator[tuple[date, Tallies]]:
+        """Per UTC day of [start, end) with targets, their tallies (to read, not to change):
+        whole days as kept (or counted and kept), the part-days at the edges counted afresh."""
+        first, last = _whole_days(start, end)
+        if first > last:  # inside one day
+            yield start.astimezone(UTC).date(), count(c, start, end)
+            return
         if start < _midnight(first):
-            merge(total, count(c, start, _midnight(first)))
-        if _midnight(last) < end:
-            merge(total, count(c, _midnight(last), end))
+            yield start.astimezone(UTC).date(), count(c, start, _midnight(first))
         self._forget_unless(build_of(c, SlaView.name))
         tokens = dict(
             c.tuples(
@@ -94,8 +108,9 @@ class DayTallies:
                 self.counted += 1
             else:
                 self.reused += 1
-            merge(total, kept.tallies)
-        return total
+            yield day, kept.tallies
+        if _midnight(last) < end:
+            yield last, count(c, _midnight(last), end)
 
     def _forget_unless(self, build: str | None) -> None:
         """Forget every kept day once the SLA view has been built again: a mark names the

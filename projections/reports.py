@@ -37,9 +37,6 @@ def _outcome(achieved: str, breached: str, active: str) -> str:
     )
 
 
-_OUTCOME = _outcome("'achieved'", "'breached'", "'active'")
-
-
 _OUTCOME_CODE = _outcome(str(ACHIEVED), str(BREACHED), str(ACTIVE))
 _CODES = {"achieved": ACHIEVED, "breached": BREACHED, "active": ACTIVE}
 
@@ -49,17 +46,6 @@ class Reports:
         """`days`: the process's kept day tallies; without them every day is counted."""
         self.db = db
         self.days = DayTallies() if days is None else days
-
-    def _targets(self, start: datetime, end: datetime, now: datetime) -> list[Any]:
-        with self.db.transaction(commit=False) as c:
-            return c.execute(
-                f"SELECT policy_id, policy_name, policy_version, priority, assignee_id, metric,"
-                f" started_at, fulfilled_at, elapsed_calendar_s, elapsed_business_s,"
-                f" {_OUTCOME} AS outcome"
-                f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?"
-                f" ORDER BY started_at",
-                [timestamp(now), timestamp(start), timestamp(end)],
-            ).fetchall()
 
     def _tallies(self, start: datetime, end: datetime, now: datetime, group_by: str) -> Tallies:
         """Per group and metric, the targets that started in the window, whole days kept."""
@@ -173,27 +159,33 @@ class Reports:
     ) -> tuple[list[str], dict[str, list[float | None]]]:
         """Achievement % per ISO week (Monday's date) per policy, over all metrics."""
         counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-        names: dict[str, str] = {}
         weeks: set[str] = set()
-        for row in self._targets(start, end, now):
-            if row["outcome"] == "active":
-                continue
-            day = parse_time(row["started_at"]).date()
-            week = (day - timedelta(days=day.weekday())).isoformat()
-            weeks.add(week)
-            names[row["policy_id"]] = row["policy_name"]
-            tally = counts[(row["policy_id"], week)]
-            tally[0] += row["outcome"] == "achieved"
-            tally[1] += 1
+
+        def count(c: Cursor, start: datetime, end: datetime) -> Tallies:
+            return tally_rows(_report_rows(c, start, end, now, "policy"))
+
+        with self.db.transaction(commit=False) as c:
+            for day, tallies in self.days.by_day(c, start, end, now, "policy", count):
+                week = (day - timedelta(days=day.weekday())).isoformat()
+                for (policy_id, _), t in tallies.items():
+                    decided = t.counts[ACHIEVED] + t.counts[BREACHED]
+                    if not decided or policy_id is None:  # (every target has a policy)
+                        continue
+                    weeks.add(week)
+                    tally = counts[(policy_id, week)]
+                    tally[0] += t.counts[ACHIEVED]
+                    tally[1] += decided
+        policies = {pid for pid, _ in counts}
+        names = self._policy_names(policies, start, end)
         ordered = sorted(weeks)
         series = {
-            names[pid]: [
+            str(names[pid]): [
                 round(100 * counts[(pid, w)][0] / counts[(pid, w)][1], 1)
                 if counts[(pid, w)][1]
                 else None
                 for w in ordered
             ]
-            for pid in sorted(names, key=lambda p: names[p])
+            for pid in sorted(policies, key=lambda p: str(names[p]))
         }
         return ordered, series
 

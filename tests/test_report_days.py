@@ -182,3 +182,18 @@ def test_the_least_recently_used_day_goes_first(desk: Desk) -> None:
     assert report(2, 2) == (0, 1)
     assert report(1, 2) == (2, 0)  # day 1 comes back, pushing day 2 out, which comes back
     assert report(2, 2) == (0, 1)
+
+
+def test_the_weekly_chart_reads_the_days_the_report_kept(desk: Desk) -> None:
+    a_week_of_tickets(desk)
+    now = MIDNIGHT + 8 * DAY
+    reports = Reports(desk.rt.views.db, DayTallies())
+    reports.sla(*WEEK, "policy", now)
+    counted = reports.days.counted
+    weeks, series = reports.weekly_achievement(MIDNIGHT + timedelta(hours=2), WEEK[1], now)
+    assert reports.days.counted == counted  # six whole days kept; the first is a part-day
+    assert (weeks, series) == Reports(desk.rt.views.db).weekly_achievement(
+        MIDNIGHT + timedelta(hours=2), WEEK[1], now
+    )
+    assert weeks == ["2026-11-16", "2026-11-23"]  # Tuesday 17th to Monday 23rd
+    assert series["Standard"][0] is not None

@@ -103,7 +103,9 @@ def sla_chart(runtime: RuntimeDep, start: From = None, end: To = None) -> Respon
     """Achievement % per week per policy, as an SVG line chart."""
     start, end, now = _range(runtime, start, end)
     runtime.runner.catch_up()
-    weeks, series = Reports(runtime.views.db).weekly_achievement(start, end, now)
+    weeks, series = Reports(runtime.views.db, runtime.report_days).weekly_achievement(
+        start, end, now
+    )
     title = f"SLA achievement per week, {start.date()} to {end.date()}"
     return Response(achievement_chart(title, weeks, series), media_type="image/svg+xml")
 
