@@ -192,28 +192,32 @@ class Reports:
     def agents(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Per agent: tickets solved, public replies, first-reply median and p90 (calendar
         minutes, for the tickets where they replied first), one-touch rate, reopens."""
+        # Tuples, and the two times only for first replies: a year holds tens of thousands of
+        # rows, and reading them by name with both times each cost five times as much.
+        first_reply = "CASE WHEN a.kind = 'reply' AND a.agent_replies = 1 THEN {} END"
         with self.db.transaction(commit=False) as c:
-            rows = c.execute(
-                "SELECT a.agent_id, a.kind, a.at, a.agent_replies, t.created_at"
+            rows = c.tuples(
+                f"SELECT a.agent_id, a.kind, a.agent_replies, {first_reply.format('a.at')},"
+                f" {first_reply.format('t.created_at')}"
                 " FROM view_sla_agent_activity a"
                 " JOIN view_sla_tickets t ON t.ticket_id = a.ticket_id"
-                " WHERE a.at >= ? AND a.at < ? ORDER BY a.at",
+                " WHERE a.at >= ? AND a.at < ?",
                 [timestamp(start), timestamp(end)],
-            ).fetchall()
+            )
         per: dict[str, dict[str, Any]] = defaultdict(
             lambda: {"solved": 0, "replies": 0, "one_touch": 0, "reopens": 0, "first": []}
         )
-        for r in rows:
-            agent = per[r["agent_id"]]
-            if r["kind"] == "reply":
+        for agent_id, kind, replies, replied_at, created_at in rows:
+            agent = per[agent_id]
+            if kind == "reply":
                 agent["replies"] += 1
-                if r["agent_replies"] == 1:
-                    waited = parse_time(r["at"]) - parse_time(r["created_at"])
+                if replied_at is not None:
+                    waited = parse_time(replied_at) - parse_time(created_at)
                     agent["first"].append(waited.total_seconds() / 60)
-            elif r["kind"] == "solved":
+            elif kind == "solved":
                 agent["solved"] += 1
-                agent["one_touch"] += r["agent_replies"] < 2
-            elif r["kind"] == "reopened":
+                agent["one_touch"] += replies < 2
+            elif kind == "reopened":
                 agent["reopens"] += 1
         return [
             {
