@@ -29,6 +29,7 @@ ROWS = (
     "Kafka relay",
     "SLA report, last 30 days",
     "SLA report over all",
+    "SLA weekly chart (SVG) over all",
     "Audit verify",
     "Key-vault lookups per 1,000 events read",
 )

@@ -4,7 +4,9 @@ The tickets are real: opened under an SLA policy with business hours over one ye
 answered by an agent (some late), a quarter solved; they go through the encrypting mapper and
 the views like any others. Two windows: the default (the last 30 days, what a dashboard asks
 for) and the whole year (every ticket). The latency is the server's whole answer (auth, the
-catch-up check, the report's SQL, JSON), measured from a client on loopback.
+catch-up check, the report's SQL, JSON), measured from a client on loopback. Each row starts
+with no day kept (as after a restart): its first answer is reported apart, not in the p50. The
+weekly chart over the year is measured too, with no goal (the issue names the report).
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ def measure(tickets: int) -> list[Row]:
             return [
                 _row(rt, client, headers, {}, f"SLA report, last 30 days of {tickets:,} tickets"),
                 _row(rt, client, headers, year, f"SLA report over all {tickets:,} tickets"),
+                _row(
+                    rt,
+                    client,
+                    headers,
+                    year,
+                    f"SLA weekly chart (SVG) over all {tickets:,} tickets",
+                    path="/v1/reports/sla.svg",
+                ),
             ]
 
 
@@ -111,18 +121,22 @@ def _row(
     headers: dict[str, str],
     params: dict[str, str],
     what: str,
+    path: str = "/v1/reports/sla",
 ) -> Row:
     rt.report_days = DayTallies()  # the first answer counts every day, as after a restart
     timings = []
     for _ in range(SAMPLES + 1):  # the first answer also warms SQLite's caches; not counted
         start = time.perf_counter()
-        response = client.get("/v1/reports/sla", headers=headers, params=params)
+        response = client.get(path, headers=headers, params=params)
         timings.append(time.perf_counter() - start)
         response.raise_for_status()
-    metrics = [m for group in response.json()["groups"] for m in group["metrics"]]
-    counted = sum(m["achieved"] + m["breached"] + m["active"] for m in metrics)
     p50 = statistics.median(timings[1:]) * 1000
     p90 = statistics.quantiles(timings[1:], n=10)[-1] * 1000
+    first = f"p90 {p90:.0f} ms; first answer, no day kept yet: {timings[0] * 1000:.0f} ms"
+    if path.endswith(".svg"):  # the issue sets a goal for the report only
+        return Row(what, p50, None, "ms p50", "info", None, note=first)
+    metrics = [m for group in response.json()["groups"] for m in group["metrics"]]
+    counted = sum(m["achieved"] + m["breached"] + m["active"] for m in metrics)
     return Row(
         what,
         p50,
@@ -130,6 +144,5 @@ def _row(
         "ms p50",
         f"< {GOAL_MS:.0f} ms",
         p50 < GOAL_MS,
-        note=f"{counted:,} targets counted; p90 {p90:.0f} ms; first answer, no day kept yet:"
-        f" {timings[0] * 1000:.0f} ms",
+        note=f"{counted:,} targets counted; {first}",
     )
