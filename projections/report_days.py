@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from projections.sla_view import SlaView
 from projections.sql import Cursor
 from projections.store import build_of
-from projections.tally import Tallies, Tally, merge
+from projections.tally import Tallies, Tally
 from projections.views import timestamp
 
 # (cursor, start, end) -> the tallies of the targets that started in [start, end)
@@ -55,21 +55,6 @@ class DayTallies:
         self._lock = threading.Lock()
         self.counted = 0  # days counted from the view (for tests and the benchmark)
         self.reused = 0  # days answered from memory
-
-    def tally(
-        self,
-        c: Cursor,
-        start: datetime,
-        end: datetime,
-        now: datetime,
-        grouping: str,
-        count: Count,
-    ) -> Tallies:
-        """Tallies of the targets that started in [start, end), outcomes as at `now`."""
-        total: Tallies = defaultdict(Tally)
-        for _, tallies in self.by_day(c, start, end, now, grouping, count):
-            merge(total, tallies)
-        return total
 
     def by_day(
         self,

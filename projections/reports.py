@@ -22,7 +22,7 @@ from domain.sla.metrics import Metric, evaluate
 from projections.report_days import DayTallies
 from projections.sla_view import parse_time, terms_resolver, timeline_facts
 from projections.sql import Cursor, Database
-from projections.tally import ACHIEVED, ACTIVE, BREACHED, Tallies, percentile, tally_rows
+from projections.tally import ACHIEVED, ACTIVE, BREACHED, Tallies, percentile, tally_rows, total
 from projections.views import timestamp
 
 GROUPS = ("policy", "priority", "assignee")
@@ -54,7 +54,7 @@ class Reports:
             return tally_rows(_report_rows(c, start, end, now, group_by))
 
         with self.db.transaction(commit=False) as c:
-            return self.days.tally(c, start, end, now, group_by, count)
+            return total(t for _, t in self.days.by_day(c, start, end, now, group_by, count))
 
     def _policy_names(
         self, policy_ids: Iterable[str | None], start: datetime, end: datetime

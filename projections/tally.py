@@ -71,3 +71,11 @@ def merge(into: Tallies, tallies: Tallies) -> None:
             total.counts[outcome] += n
         total.calendar_s.extend(t.calendar_s)
         total.business_s.extend(t.business_s)
+
+
+def total(parts: Iterable[Tallies]) -> Tallies:
+    """The sum of several tallies (left as they were)."""
+    summed: Tallies = defaultdict(Tally)
+    for tallies in parts:
+        merge(summed, tallies)
+    return summed
