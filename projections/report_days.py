@@ -2,10 +2,11 @@
 
 A report over a year reads some 200,000 targets, and most of its cost is SQLite handing them
 to Python one by one. Yet a past day's targets rarely change: the SLA view marks every UTC day
-whose targets a batch may have rewritten with a fresh token (`view_sla_target_days`), so a
-report counts again only the days whose token changed, the days where the clock has since
-turned an active target into a breached one, and the part-days at the window's edges. The
-marks and the targets are read in one transaction, so a report never mixes two states.
+with the latest event that may have rewritten its targets (`view_sla_target_days`), so a
+report counts again only the days whose mark changed, the days where the clock has since
+turned an active target into a breached one, and the part-days at the window's edges; and
+everything once the view is built again (`build_of`). The marks and the targets are read in
+one transaction, so a report never mixes two states.
 
 The kept tallies are counts and elapsed seconds under ids: nothing personal, in memory only.
 """
