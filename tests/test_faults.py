@@ -471,6 +471,93 @@ def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path: Path) -> 
         assert_a_rebuild_gives_the_same_views(data)
 
 
+@contextmanager
+def database_on_small_disk(postgres_url: str) -> Iterator[tuple[str, Path]]:
+    """A PostgreSQL database whose tables go to a tablespace on a 16 MiB tmpfs: its URL and
+    the disk. The server keeps its WAL and catalogs on its own disk; only tables fill up.
+    Needs root (to mount) and the server on this machine (skipped otherwise)."""
+    name = "tl_full_" + uuid.uuid4().hex[:10]
+    disk = Path("/var/tmp") / name  # the server's user must reach it: not under root's tmp
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        disk.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    admin = psycopg.connect(PostgresURL.parse(postgres_url).conninfo(), autocommit=True)
+    try:
+        shutil.chown(disk, "postgres", "postgres")
+        admin.execute(f"CREATE TABLESPACE {name} LOCATION '{disk}'")
+        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(f"ALTER DATABASE {name} SET default_tablespace = {name}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}?schema=ticketlog", disk
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
+        admin.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+        disk.rmdir()
+
+
+@pytest.mark.postgres
+def test_a_full_postgres_disk_answers_storage_full_and_loses_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with database_on_small_disk(postgres_url) as (url, disk):
+        settings = Settings(data_dir=tmp_path / "data", database_url=url)
+        token = service_token(settings)
+        env = {"TICKETLOG_DATABASE_URL": url}
+        with (
+            server(settings.data_dir, tmp_path / "serve.log", env) as (base, _),
+            httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+            ) as client,
+        ):
+            customer = client.post("/v1/users", json=person("Pia")).json()["id"]
+            ticket = client.post(
+                "/v1/tickets", json={"requester_id": customer, "subject": "Disk", "body": "Full"}
+            ).json()["id"]
+            filler = fill(disk)
+            # Rows fit in the tables' free space until a table must grow: then class 53.
+            stored = []
+            for n in range(300):
+                body = f"comment {n} " + "x" * 2000
+                answer = client.post(
+                    f"/v1/tickets/{ticket}/comments",
+                    json={"author_id": customer, "body": body, "public": True},
+                )
+                assert answer.status_code in (201, 503), answer.text
+                code = answer.json()["error"]["code"] if answer.status_code == 503 else None
+                assert code in (None, "storage_full", "views_lagging"), answer.text
+                if code != "storage_full":
+                    stored.append(body)
+                if code is not None:
+                    break
+            assert answer.status_code == 503, "the disk never filled"
+            assert int(answer.headers["Retry-After"]) > 0
+
+            filler.unlink()
+            after = client.post(
+                f"/v1/tickets/{ticket}/comments",
+                json={"author_id": customer, "body": "after", "public": True},
+            )
+            assert after.status_code == 201, after.text
+            wait_for_views(client)
+            shown = client.get(f"/v1/tickets/{ticket}").json()["comments"]
+            assert [c["body"] for c in shown] == [*stored, "after"]
+        rt = Runtime.open(settings)
+        try:
+            events = rt.desk.recorder.select_notifications(start=0, limit=10_000)
+        finally:
+            rt.close()
+        comments = [n for n in events if n.topic == "domain.ticket:Ticket.CommentAdded"]
+        assert len(comments) == len(stored) + 1, "a refused comment left an event"
+
+
 # kill -9 under load ---------------------------------------------------------------------------
 
 
