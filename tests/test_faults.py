@@ -436,39 +436,52 @@ def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path: Path) -> 
             assert full.json()["error"]["code"] == "storage_full"
             assert int(full.headers["Retry-After"]) > 0
             # Comments need no new key: the log (or, once stored, the views) cannot grow.
-            # Each answer must be true: 201 and views_lagging were stored, storage_full was not.
-            stored = []
-            for n in range(100):
-                body = f"comment {n}"
-                answer = client.post(
-                    f"/v1/tickets/{ticket}/comments",
-                    json={"author_id": customer, "body": body, "public": True},
-                )
-                assert answer.status_code in (201, 503), answer.text
-                code = answer.json()["error"]["code"] if answer.status_code == 503 else None
-                assert code in (None, "storage_full", "views_lagging"), answer.text
-                if code != "storage_full":
-                    stored.append(body)
-                if code is not None:
-                    break
-            else:
-                raise AssertionError("the disk never filled")
-
+            stored, _ = comment_until_refused(client, ticket, customer, "comment {}")
             filler.unlink()
-            after = client.post(
-                f"/v1/tickets/{ticket}/comments",
-                json={"author_id": customer, "body": "after", "public": True},
-            )
-            assert after.status_code == 201, after.text
-            wait_for_views(client)
-            shown = client.get(f"/v1/tickets/{ticket}").json()["comments"]
-            assert [c["body"] for c in shown] == [*stored, "after"]
+            assert_the_next_comment_lands(client, ticket, customer, stored)
             assert count_events(data) > before
             assert count_events(data, USERS) == 1, "the refused registration left an event"
         conn = sqlite3.connect(data / "events.db")
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
         assert_a_rebuild_gives_the_same_views(data)
+
+
+def comment_until_refused(
+    client: httpx.Client, ticket: str, author: str, body: str
+) -> tuple[list[str], httpx.Response]:
+    """Comment (body formatted with a count) until the server refuses with a 503: the bodies
+    it stored, and the refusal. Each answer must be true: 201 and views_lagging were stored,
+    storage_full was not."""
+    stored = []
+    for n in range(300):
+        text = body.format(n)
+        answer = client.post(
+            f"/v1/tickets/{ticket}/comments",
+            json={"author_id": author, "body": text, "public": True},
+        )
+        assert answer.status_code in (201, 503), answer.text
+        code = answer.json()["error"]["code"] if answer.status_code == 503 else None
+        assert code in (None, "storage_full", "views_lagging"), answer.text
+        if code != "storage_full":
+            stored.append(text)
+        if code is not None:
+            return stored, answer
+    raise AssertionError("the disk never filled")
+
+
+def assert_the_next_comment_lands(
+    client: httpx.Client, ticket: str, author: str, stored: list[str]
+) -> None:
+    """Once space is freed: a comment is stored, and the ticket shows exactly what was."""
+    after = client.post(
+        f"/v1/tickets/{ticket}/comments",
+        json={"author_id": author, "body": "after", "public": True},
+    )
+    assert after.status_code == 201, after.text
+    wait_for_views(client)
+    shown = client.get(f"/v1/tickets/{ticket}").json()["comments"]
+    assert [c["body"] for c in shown] == [*stored, "after"]
 
 
 @contextmanager
@@ -523,32 +536,10 @@ def test_a_full_postgres_disk_answers_storage_full_and_loses_nothing(
             ).json()["id"]
             filler = fill(disk)
             # Rows fit in the tables' free space until a table must grow: then class 53.
-            stored = []
-            for n in range(300):
-                body = f"comment {n} " + "x" * 2000
-                answer = client.post(
-                    f"/v1/tickets/{ticket}/comments",
-                    json={"author_id": customer, "body": body, "public": True},
-                )
-                assert answer.status_code in (201, 503), answer.text
-                code = answer.json()["error"]["code"] if answer.status_code == 503 else None
-                assert code in (None, "storage_full", "views_lagging"), answer.text
-                if code != "storage_full":
-                    stored.append(body)
-                if code is not None:
-                    break
-            assert answer.status_code == 503, "the disk never filled"
-            assert int(answer.headers["Retry-After"]) > 0
-
+            stored, refusal = comment_until_refused(client, ticket, customer, "{} " + "x" * 2000)
+            assert int(refusal.headers["Retry-After"]) > 0
             filler.unlink()
-            after = client.post(
-                f"/v1/tickets/{ticket}/comments",
-                json={"author_id": customer, "body": "after", "public": True},
-            )
-            assert after.status_code == 201, after.text
-            wait_for_views(client)
-            shown = client.get(f"/v1/tickets/{ticket}").json()["comments"]
-            assert [c["body"] for c in shown] == [*stored, "after"]
+            assert_the_next_comment_lands(client, ticket, customer, stored)
         rt = Runtime.open(settings)
         try:
             events = rt.desk.recorder.select_notifications(start=0, limit=10_000)
