@@ -203,3 +203,35 @@ def test_a_renamed_policy_is_labelled_by_its_latest_name_in_the_window(
     assert sorted(after) == ["Standard (renamed)", "Urgent"]
     configured = api.get("/v1/reports/sla", configured="now", **WINDOW).json()["groups"]
     assert sorted(g["label"] for g in configured) == ["Standard (renamed)", "Urgent"]
+
+
+def test_a_report_follows_new_events_and_the_clock(sla_api: Api, clock: HandClock) -> None:
+    """Whole days are kept between reports: a late reply to an old ticket, and a target that
+    falls due with no event at all, both show in the next report."""
+    api = sla_api
+    s = scene(api, clock)
+    t3 = s["tickets"][2]
+
+    def first_reply() -> dict[str, Any]:
+        return metrics_of(api.get("/v1/reports/sla", **WINDOW).json()["groups"], "Standard")[
+            "first_reply"
+        ]
+
+    assert (first_reply()["median_calendar_minutes"], first_reply()["p90_calendar_minutes"]) == (
+        60.0,
+        84.0,
+    )
+    clock.advance(10)
+    r = api.post(f"/v1/tickets/{t3}/comments", {"author_id": s["a"]["id"], "body": "late"})
+    assert r.status_code == 201, r.text
+    answered = first_reply()  # 30, 90 and now 210 minutes
+    assert (answered["median_calendar_minutes"], answered["p90_calendar_minutes"]) == (90.0, 186.0)
+    assert (answered["achieved"], answered["breached"], answered["active"]) == (1, 2, 0)
+
+    api.ticket(s["customer"]["id"])  # first reply due in 60 minutes
+    assert first_reply()["active"] == 1
+    clock.advance(60)
+    assert first_reply()["active"] == 1  # due now, not yet late
+    clock.advance(1)
+    overdue = first_reply()
+    assert (overdue["breached"], overdue["active"]) == (3, 0)
