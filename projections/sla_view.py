@@ -287,7 +287,8 @@ class SlaView:
             ticket["timeline"].append(["requester", at, None])
             ticket["last_at"] = at
             batch.changed.add(ticket_id)
-            batch.evaluate(ticket_id, e)
+            batch.evaluations += 1  # batch.evaluate, written out too
+            batch.to_evaluate[ticket_id] = (batch.evaluations, e.originator_version)
             return
         person = c.execute("SELECT is_agent FROM view_sla_people WHERE id = ?", [author]).fetchone()
         if person is None or not person["is_agent"]:
