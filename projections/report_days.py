@@ -16,18 +16,15 @@ from __future__ import annotations
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from projections.sla_view import SlaView
 from projections.sql import Cursor
 from projections.store import build_of
-from projections.tally import Tallies, Tally
+from projections.tally import Tallies, Tally, count_targets, first_due
 from projections.views import timestamp
-
-# (cursor, start, end) -> the tallies of the targets that started in [start, end)
-Count = Callable[[Cursor, datetime, datetime], Tallies]
 
 
 @dataclass(frozen=True)
@@ -64,16 +61,19 @@ class DayTallies:
         end: datetime,
         now: datetime,
         grouping: str,
-        count: Count,
     ) -> Iterator[tuple[date, Tallies]]:
         """Per UTC day of [start, end) with targets, their tallies (to read, not to change):
         whole days as kept (or counted and kept), the part-days at the edges counted afresh."""
+
+        def count(start: datetime, end: datetime) -> Tallies:
+            return count_targets(c, start, end, now, grouping)
+
         first, last = _whole_days(start, end)
         if first > last:  # inside one day
-            yield start.astimezone(UTC).date(), count(c, start, end)
+            yield start.astimezone(UTC).date(), count(start, end)
             return
         if start < _midnight(first):
-            yield start.astimezone(UTC).date(), count(c, start, _midnight(first))
+            yield start.astimezone(UTC).date(), count(start, _midnight(first))
         self._forget_unless(build_of(c, SlaView.name))
         tokens = dict(
             c.tuples(
@@ -88,15 +88,15 @@ class DayTallies:
                 continue
             kept = self._get((grouping, day))
             if kept is None or not _still_true(kept, token, at):
-                tallies = count(c, _midnight(day), _midnight(day + timedelta(days=1)))
-                kept = _Day(token, at, _first_due(c, day, at), _compact(tallies))
+                span = _midnight(day), _midnight(day + timedelta(days=1))
+                kept = _Day(token, at, first_due(c, *span, now), _compact(count(*span)))
                 self._put((grouping, day), kept)
                 self.counted += 1
             else:
                 self.reused += 1
             yield day, kept.tallies
         if _midnight(last) < end:
-            yield last, count(c, _midnight(last), end)
+            yield last, count(_midnight(last), end)
 
     def _forget_unless(self, build: str | None) -> None:
         """Forget every kept day once the SLA view has been built again: a mark names the
@@ -141,20 +141,6 @@ def _still_true(kept: _Day, token: str, at: str) -> bool:
     if kept.token != token or at < kept.counted_at:
         return False
     return kept.flips_at is None or at <= kept.flips_at
-
-
-def _first_due(c: Cursor, day: date, at: str) -> str | None:
-    """The earliest due time, after `at`, of the day's targets still active at `at` (a
-    target is breached once `due_at < now`, see projections/reports.py)."""
-    # The conditions sit inside MIN so that only `started_at` selects rows: the planner then
-    # reads the day's span of the covering report index, not every unfulfilled target.
-    rows = c.tuples(
-        "SELECT MIN(CASE WHEN fulfilled_at IS NULL AND breached = 0 AND due_at >= ?"
-        " THEN due_at END) FROM view_sla_targets WHERE started_at >= ? AND started_at < ?",
-        [at, timestamp(_midnight(day)), timestamp(_midnight(day + timedelta(days=1)))],
-    )
-    value: str | None = rows[0][0]
-    return value
 
 
 def _midnight(day: date) -> datetime:

@@ -22,22 +22,20 @@ from domain.sla.metrics import Metric, evaluate
 from projections.report_days import DayTallies
 from projections.sla_view import parse_time, terms_resolver, timeline_facts
 from projections.sql import Cursor, Database
-from projections.tally import ACHIEVED, ACTIVE, BREACHED, Tallies, percentile, tally_rows, total
+from projections.tally import (
+    ACHIEVED,
+    ACTIVE,
+    BREACHED,
+    GROUP_COLUMNS,
+    percentile,
+    tally_rows,
+    total,
+)
 from projections.views import timestamp
 
 GROUPS = ("policy", "priority", "assignee")
 
 
-def _outcome(achieved: str, breached: str, active: str) -> str:
-    """A target's outcome as an SQL expression (one parameter: now), with these values."""
-    return (
-        f"CASE WHEN fulfilled_at IS NOT NULL AND breached = 0 THEN {achieved}"
-        f" WHEN breached = 1 OR (due_at IS NOT NULL AND due_at < ?) THEN {breached}"
-        f" ELSE {active} END"
-    )
-
-
-_OUTCOME_CODE = _outcome(str(ACHIEVED), str(BREACHED), str(ACTIVE))
 _CODES = {"achieved": ACHIEVED, "breached": BREACHED, "active": ACTIVE}
 
 
@@ -46,31 +44,6 @@ class Reports:
         """`days`: the process's kept day tallies; without them every day is counted."""
         self.db = db
         self.days = DayTallies() if days is None else days
-
-    def _tallies(self, start: datetime, end: datetime, now: datetime, group_by: str) -> Tallies:
-        """Per group and metric, the targets that started in the window, whole days kept."""
-
-        def count(c: Cursor, start: datetime, end: datetime) -> Tallies:
-            return tally_rows(_report_rows(c, start, end, now, group_by))
-
-        with self.db.transaction(commit=False) as c:
-            return total(t for _, t in self.days.by_day(c, start, end, now, group_by, count))
-
-    def _policy_names(
-        self, policy_ids: Iterable[str | None], start: datetime, end: datetime
-    ) -> dict[str | None, str | None]:
-        """Each policy's name as of its latest target in the window (policies can be renamed)."""
-        names: dict[str | None, str | None] = {}
-        with self.db.transaction(commit=False) as c:
-            for policy_id in policy_ids:
-                row = c.tuples(
-                    "SELECT policy_name FROM view_sla_targets"
-                    " WHERE started_at >= ? AND started_at < ? AND policy_id = ?"
-                    " ORDER BY started_at DESC LIMIT 1",
-                    [timestamp(start), timestamp(end), policy_id],
-                )
-                names[policy_id] = row[0][0] if row else policy_id
-        return names
 
     def _targets_configured_now(
         self, start: datetime, end: datetime, now: datetime
@@ -122,7 +95,7 @@ class Reports:
         """Per group and metric: achieved, breached, active, achievement %, median and p90."""
         labels: dict[str | None, str | None] = {}
         if configured_now:
-            column = _GROUP_COLUMNS[group_by]
+            column = GROUP_COLUMNS[group_by]
             targets = self._targets_configured_now(start, end, now)
             rows = [
                 (
@@ -138,9 +111,11 @@ class Reports:
                 labels = {r["policy_id"]: r["policy_name"] for r in targets}
             tallies = tally_rows(rows)
         else:
-            tallies = self._tallies(start, end, now, group_by)
-            if group_by == "policy":
-                labels = self._policy_names({key for key, _ in tallies}, start, end)
+            with self.db.transaction(commit=False) as c:  # names and counts from one state
+                days = self.days.by_day(c, start, end, now, group_by)
+                tallies = total(t for _, t in days)
+                if group_by == "policy":
+                    labels = _policy_names(c, {key for key, _ in tallies}, start, end)
         groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
         for (key, metric), tally in tallies.items():
             groups[key].append(tally.summary(metric))
@@ -160,12 +135,8 @@ class Reports:
         """Achievement % per ISO week (Monday's date) per policy, over all metrics."""
         counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         weeks: set[str] = set()
-
-        def count(c: Cursor, start: datetime, end: datetime) -> Tallies:
-            return tally_rows(_report_rows(c, start, end, now, "policy"))
-
         with self.db.transaction(commit=False) as c:
-            for day, tallies in self.days.by_day(c, start, end, now, "policy", count):
+            for day, tallies in self.days.by_day(c, start, end, now, "policy"):
                 week = (day - timedelta(days=day.weekday())).isoformat()
                 for (policy_id, _), t in tallies.items():
                     decided = t.counts[ACHIEVED] + t.counts[BREACHED]
@@ -175,8 +146,8 @@ class Reports:
                     tally = counts[(policy_id, week)]
                     tally[0] += t.counts[ACHIEVED]
                     tally[1] += decided
-        policies = {pid for pid, _ in counts}
-        names = self._policy_names(policies, start, end)
+            policies = {pid for pid, _ in counts}
+            names = _policy_names(c, policies, start, end)
         ordered = sorted(weeks)
         series = {
             str(names[pid]): [
@@ -235,21 +206,17 @@ class Reports:
         ]
 
 
-_GROUP_COLUMNS = {"policy": "policy_id", "priority": "priority", "assignee": "assignee_id"}
-
-
-def _report_rows(
-    c: Cursor, start: datetime, end: datetime, now: datetime, group_by: str
-) -> list[tuple[Any, ...]]:
-    """Per target (group, metric, outcome code, calendar s, business s; the times only when
-    fulfilled): columns one index holds (`view_sla_targets_report`), so the database answers
-    from the index alone, read as tuples of mostly small integers, which is much cheaper than
-    by name when a window holds a couple of hundred thousand targets."""
-    fulfilled = "CASE WHEN fulfilled_at IS NULL THEN NULL ELSE {} END"
-    return c.tuples(
-        f"SELECT {_GROUP_COLUMNS[group_by]}, metric, {_OUTCOME_CODE},"
-        f" {fulfilled.format('elapsed_calendar_s')},"
-        f" {fulfilled.format('elapsed_business_s')}"
-        f" FROM view_sla_targets WHERE started_at >= ? AND started_at < ?",
-        [timestamp(now), timestamp(start), timestamp(end)],
-    )
+def _policy_names(
+    c: Cursor, policy_ids: Iterable[str | None], start: datetime, end: datetime
+) -> dict[str | None, str | None]:
+    """Each policy's name as of its latest target in the window (policies can be renamed)."""
+    names: dict[str | None, str | None] = {}
+    for policy_id in policy_ids:
+        row = c.tuples(
+            "SELECT policy_name FROM view_sla_targets"
+            " WHERE started_at >= ? AND started_at < ? AND policy_id = ?"
+            " ORDER BY started_at DESC LIMIT 1",
+            [timestamp(start), timestamp(end), policy_id],
+        )
+        names[policy_id] = row[0][0] if row else policy_id
+    return names

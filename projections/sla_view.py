@@ -193,7 +193,7 @@ class SlaView:
         " started_at TEXT NOT NULL, due_at TEXT, fulfilled_at TEXT,"
         " elapsed_calendar_s BIGINT NOT NULL, elapsed_business_s BIGINT,"
         " PRIMARY KEY (ticket_id, metric, instance))",
-        # Everything a report reads (projections/reports.py), so it is answered from the index
+        # Everything a report reads (projections/tally.py), so it is answered from the index
         # alone: a window of 100,000 targets then costs no lookup into the table per target.
         "CREATE INDEX IF NOT EXISTS view_sla_targets_report ON view_sla_targets (started_at,"
         " metric, policy_id, policy_name, priority, assignee_id, breached, due_at, fulfilled_at,"

@@ -376,9 +376,10 @@ def test_locked_views_say_the_command_was_stored_and_catch_up_later(tmp_path: Pa
 
 
 @contextmanager
-def small_disk(tmp_path: Path, size: str = "8m") -> Iterator[Path]:
-    """A real filesystem that fills up: a tmpfs of a few MiB (needs root; skipped otherwise)."""
-    disk = tmp_path / "disk"
+def small_disk(parent: Path, size: str = "8m") -> Iterator[Path]:
+    """A real filesystem that fills up: a tmpfs of a few MiB mounted at `parent`/disk (needs
+    root; skipped otherwise)."""
+    disk = parent / "disk"
     disk.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
@@ -490,30 +491,23 @@ def database_on_small_disk(postgres_url: str) -> Iterator[tuple[str, Path]]:
     the disk. The server keeps its WAL and catalogs on its own disk; only tables fill up.
     Needs root (to mount) and the server on this machine (skipped otherwise)."""
     name = "tl_full_" + uuid.uuid4().hex[:10]
-    disk = Path("/var/tmp") / name  # the server's user must reach it: not under root's tmp
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        disk.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    admin = psycopg.connect(PostgresURL.parse(postgres_url).conninfo(), autocommit=True)
+    parent = Path("/var/tmp") / name  # the server's user must reach it: not under root's tmp
+    parent.mkdir()
     try:
-        shutil.chown(disk, "postgres", "postgres")
-        admin.execute(f"CREATE TABLESPACE {name} LOCATION '{disk}'")
-        admin.execute(f"CREATE DATABASE {name}")
-        admin.execute(f"ALTER DATABASE {name} SET default_tablespace = {name}")
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}?schema=ticketlog", disk
+        with small_disk(parent, "16m") as disk:
+            shutil.chown(disk, "postgres", "postgres")
+            admin = psycopg.connect(PostgresURL.parse(postgres_url).conninfo(), autocommit=True)
+            try:
+                admin.execute(f"CREATE TABLESPACE {name} LOCATION '{disk}'")
+                admin.execute(f"CREATE DATABASE {name}")
+                admin.execute(f"ALTER DATABASE {name} SET default_tablespace = {name}")
+                yield f"postgresql://postgres@127.0.0.1:5432/{name}?schema=ticketlog", disk
+            finally:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
+                admin.close()
     finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
-        admin.close()
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-        disk.rmdir()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.mark.postgres

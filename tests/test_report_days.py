@@ -12,8 +12,8 @@ import pytest
 from domain.ticket import Status
 from domain.user import UserKind
 from projections.report_days import DayTallies
-from projections.reports import Reports, _report_rows
-from projections.tally import Tallies, Tally, tally_rows, total
+from projections.reports import Reports
+from projections.tally import Tallies, Tally, count_targets, total
 from tests.sla_fixtures import T0, HandClock
 from ticketlog.runtime import Runtime
 
@@ -68,7 +68,7 @@ def a_week_of_tickets(desk: Desk) -> list[UUID]:
 def one_query(rt: Runtime, start: datetime, end: datetime, now: datetime) -> Tallies:
     """The same tallies from one range query, keeping nothing."""
     with rt.views.db.transaction(commit=False) as c:
-        return tally_rows(_report_rows(c, start, end, now, "policy"))
+        return count_targets(c, start, end, now, "policy")
 
 
 def summaries(tallies: Tallies) -> dict[Any, dict[str, Any]]:
@@ -78,11 +78,8 @@ def summaries(tallies: Tallies) -> dict[Any, dict[str, Any]]:
 def kept_tallies(
     rt: Runtime, days: DayTallies, start: datetime, end: datetime, now: datetime
 ) -> Tallies:
-    def count(c: Any, start: datetime, end: datetime) -> Tallies:
-        return tally_rows(_report_rows(c, start, end, now, "policy"))
-
     with rt.views.db.transaction(commit=False) as c:
-        return total(t for _, t in days.by_day(c, start, end, now, "policy", count))
+        return total(t for _, t in days.by_day(c, start, end, now, "policy"))
 
 
 @pytest.fixture
