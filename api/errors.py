@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api import storage_faults
-from crypto.errors import KeyVaultError, ScopeErased, TamperedData
+from crypto.errors import DestructionUnfinished, KeyVaultError, ScopeErased, TamperedData
 from domain.errors import DomainError, NotFound, ProcessingRestricted, VersionMismatch
 from projections.kafka import ViewsLagging
 from projections.queries import BadCursor
@@ -162,6 +162,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(KeyVaultError)
     async def vault(_: Request, exc: KeyVaultError) -> Response:
+        if isinstance(exc, DestructionUnfinished):
+            log.warning("erasure unfinished: %s", exc)
+            return error_response(
+                503,
+                exc.code,
+                "the keys are destroyed, but a reader of the key vault kept their old copies "
+                "on disk; repeat the request to finish the erasure",
+                headers={"Retry-After": "1"},
+            )
         log.error("key vault error: %s", exc.code)
         return error_response(503, exc.code, "the key vault cannot serve this request")
 

@@ -15,6 +15,13 @@ class WrongMasterKey(KeyVaultError):
     code = "wrong_master_key"
 
 
+class DestructionUnfinished(KeyVaultError):
+    """Keys are destroyed, but a reader of the vault kept their old page images on disk: the
+    erasure is not done until it is repeated (which finds nothing left to destroy)."""
+
+    code = "erasure_unfinished"
+
+
 class UnknownKey(KeyVaultError):
     """A sealed value names a key the vault never had: the vault does not match the log."""
 

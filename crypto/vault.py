@@ -11,9 +11,13 @@ destroyed row by row. A key row is never deleted, only emptied: the tombstone re
 the scope was erased, so nothing new is ever written under a fresh key for an erased person.
 
 Destroyed key material must not linger in any file: the SQLite vault runs with `secure_delete`,
-which zeroes freed bytes, and with a rollback journal rather than a WAL, since a WAL keeps old
-page images (holding the key) for as long as any reader blocks its checkpoint. A destruction
-therefore waits for readers of the vault to finish, then leaves nothing behind.
+which zeroes freed bytes, and in WAL mode, where a destroyed key's old page images stay in the
+WAL and in the database file until a checkpoint copies the new ones over them. So every
+destruction ends with a checkpoint that waits for readers of the vault to finish, copies the
+WAL into the database file and truncates the WAL (then syncs it); only then is the erasure
+done, and no file holds the key. If a reader holds the checkpoint off past the busy timeout,
+the destruction stands but reports an error, so the erasure is not recorded until a repeat
+finishes the job (as it does after a crash between the two).
 
 Ordering: a key is committed (durably) before any event sealed under it is written, so a crash
 can never leave events sealed under a key the vault lost; a destruction is committed before the
@@ -23,6 +27,7 @@ erasure is recorded in the log.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import sqlite3
@@ -38,7 +43,14 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from crypto.errors import HeldByLaw, KeyVaultError, ScopeErased, UnknownKey, WrongMasterKey
+from crypto.errors import (
+    DestructionUnfinished,
+    HeldByLaw,
+    KeyVaultError,
+    ScopeErased,
+    UnknownKey,
+    WrongMasterKey,
+)
 from crypto.master import KEY_BYTES, NONCE_BYTES, MasterKey
 
 log = logging.getLogger(__name__)
@@ -138,14 +150,18 @@ class _SQLiteStore:
         self._lock = threading.RLock()
         try:
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.execute("PRAGMA journal_mode=DELETE")
+            # A WAL commit is one sync; a rollback journal's, three or four (the vault's key
+            # for each new ticket is on the path of every ticket opened). A filesystem without
+            # shared memory keeps the rollback journal.
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self.wal = str(mode).lower() == "wal"
             self._conn.execute("PRAGMA temp_store=MEMORY")
-            # EXTRA, not FULL: in DELETE mode a commit is the journal's unlink, and only EXTRA
-            # syncs the directory after it. Under FULL a power cut just after COMMIT can bring
-            # the journal back and roll the commit back: a new key lost while the events sealed
-            # under it (committed after) survive, or a destroyed key restored after the
-            # SubjectErased event was recorded. Each vault commit must be durable on return.
-            self._conn.execute("PRAGMA synchronous=EXTRA")
+            # Each vault commit must be durable on return: a new key lost while the events
+            # sealed under it (committed after) survive, or a destroyed key restored after the
+            # SubjectErased event was recorded, would break a promise. In WAL mode FULL syncs
+            # the WAL at each commit. With a rollback journal only EXTRA does: a commit is the
+            # journal's unlink, and only EXTRA syncs the directory after it.
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if self.wal else 'EXTRA'}")
             for statement in SCHEMA:
                 self._conn.execute(statement)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(data_keys)")}
@@ -155,6 +171,10 @@ class _SQLiteStore:
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise _corrupt(path, str(e)) from None
+        try:  # a crash may have come between a destruction and its checkpoint
+            self.after_destroy()
+        except KeyVaultError as e:
+            log.warning("%s", e)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -169,12 +189,35 @@ class _SQLiteStore:
             cursor.execute("COMMIT")
 
     def after_destroy(self) -> None:
-        # secure_delete zeroed the freed bytes and the rollback journal is gone at commit.
-        pass
+        """Leave no old page image of a destroyed key in any file of the vault."""
+        if not self.wal:
+            return  # secure_delete zeroed the freed bytes; the journal is gone at commit
+        with self._lock:
+            # Waits (busy timeout) until no reader holds an older snapshot, copies the WAL
+            # over the database file, syncs it, and cuts the WAL to nothing.
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                raise DestructionUnfinished(
+                    f"key vault {self.where}: a reader of the vault held off the checkpoint "
+                    "that removes destroyed keys' old pages from disk; the keys are destroyed, "
+                    "repeat the erasure to finish"
+                )
+            _sync_file(Path(f"{self.path}-wal"))  # SQLite does not sync the truncation
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _sync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _PostgresStore:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -398,6 +399,37 @@ def test_retention_with_an_injected_clock(clocked: tuple[Api, Clock]) -> None:
     assert erased == {loyal["id"]}
     assert api.get(f"/v1/users/{busy['id']}").json()["name"] == "Busy Customer"
     assert api.get(f"/v1/users/{held['id']}").json()["name"] == "Held Customer"
+
+
+def test_an_erasure_a_vault_reader_holds_up_is_finished_by_repeating_it(tmp_path: Path) -> None:
+    """A backup or a second process reading keys.db can keep destroyed keys' old pages on disk
+    past the lock timeout: the keys are gone, but the erasure is not reported (nor recorded)
+    until a repeat has removed them."""
+    runtime = Runtime.open(Settings(data_dir=tmp_path / "data", lock_timeout=1))
+    reader = sqlite3.connect(runtime.settings.keys_path, isolation_level=None)
+    try:
+        for api in open_api(runtime)():
+            gone = api.user(name="Gone Person")
+            tid = api.ticket(gone["id"], subject="Gone subject")["id"]
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM owner_keys").fetchone()
+            r = api.post(f"/v1/subjects/{gone['id']}/erase", role=Role.COMPLIANCE)
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "erasure_unfinished"
+            assert r.headers["Retry-After"] == "1"
+            assert api.get(f"/v1/tickets/{tid}").json()["subject"] is None  # keys destroyed
+            erased = User.SubjectErased
+            history = api.runtime.desk.history(uuid.UUID(gone["id"]))
+            assert not any(isinstance(e, erased) for e in history)
+
+            reader.execute("COMMIT")
+            r = api.post(f"/v1/subjects/{gone['id']}/erase", role=Role.COMPLIANCE)
+            assert r.status_code == 200
+            history = api.runtime.desk.history(uuid.UUID(gone["id"]))
+            assert sum(isinstance(e, erased) for e in history) == 1
+    finally:
+        reader.close()
+        runtime.close()
 
 
 def test_a_restored_key_vault_does_not_resurrect_anyone(tmp_path: Path) -> None:

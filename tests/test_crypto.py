@@ -499,6 +499,49 @@ def test_destroyed_key_material_is_gone_even_while_another_connection_reads(
         v.close()
 
 
+def test_a_reader_holding_the_vault_past_the_timeout_fails_the_destruction_until_repeated(
+    keys_path: Path, master: MasterKey
+) -> None:
+    v = KeyVault.open_sqlite(keys_path, master, busy_timeout=0.2)
+    for i in range(5):
+        v.key_for_writing(f"user:u{i}", f"user:u{i}")
+    kek = _kek_wrapped(keys_path, "user:u3")
+    assert kek is not None
+    reader = sqlite3.connect(keys_path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM owner_keys").fetchone()  # holds its snapshot
+        # The keys are destroyed, but their old pages are still on disk: the caller hears so
+        # and must not report the erasure done.
+        with pytest.raises(KeyVaultError, match="repeat the erasure"):
+            v.destroy_owned_by("user:u3")
+        assert _files_holding(keys_path.parent, kek)
+        assert v.key_for_writing("user:u4", "user:u4").aead is not None  # the vault still works
+        with pytest.raises(ScopeErased):
+            v.key_for_writing("user:u3", "user:u3")
+        reader.execute("COMMIT")
+        # Repeated, the erasure finishes: nothing new to destroy, and no file holds the key.
+        assert v.destroy_owned_by("user:u3").destroyed_now == []
+        assert _files_holding(keys_path.parent, kek) == []
+
+        # A vault opened after a destruction that never got its checkpoint (a crash, or a
+        # reader, in between) removes the old pages itself.
+        kek = _kek_wrapped(keys_path, "user:u1")
+        assert kek is not None
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM owner_keys").fetchone()
+        with pytest.raises(KeyVaultError):
+            v.destroy_owned_by("user:u1")
+        v.close()  # the reader still has the file open, so the WAL outlives this connection
+        reader.execute("COMMIT")
+        assert _files_holding(keys_path.parent, kek)
+        v = KeyVault.open_sqlite(keys_path, master, busy_timeout=0.2)
+        assert _files_holding(keys_path.parent, kek) == []
+    finally:
+        reader.close()
+        v.close()
+
+
 # Sealed fields
 
 

@@ -123,7 +123,7 @@ def key_ceiling(per_save: int, samples: int) -> Row:
         goal="info",
         met=None,
         note=(
-            f"one vault transaction (rollback journal, synchronous=EXTRA, secure_delete) beside "
+            f"one vault transaction (WAL, synchronous=FULL, secure_delete) beside "
             f"the bare save (WAL, synchronous=FULL), nothing else of ours: the {per_save}-per-"
             f"save append ratio cannot exceed {bare / (bare + keys):.2f} while each ticket has "
             "its own key in the vault"
